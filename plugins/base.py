@@ -1,0 +1,48 @@
+"""The two model interfaces the engine talks to. Anything with these attributes plugs in."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+ImageBatch = NDArray[np.uint8]
+"""uint8 RGB chips, shape (N, H, W, 3)."""
+
+Vectors = NDArray[np.float32]
+"""float32 L2-normalised rows, shape (N, D)."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Maps chips and text queries into one joint space (cosine similarity)."""
+
+    model_id: str
+    """Stable identifier: equal ids mean interchangeable vectors (it names the Qdrant collection)."""
+    dim: int
+
+    def encode_images(self, images: ImageBatch) -> Vectors: ...
+
+    def encode_texts(self, texts: Sequence[str]) -> Vectors: ...
+
+
+@runtime_checkable
+class Captioner(Protocol):
+    """Writes one English caption per chip."""
+
+    model_id: str
+
+    def caption(self, images: ImageBatch) -> list[str]: ...
+
+
+def check_image_batch(images: object) -> ImageBatch:
+    """Validate the (N, H, W, 3) uint8 contract once, so every plugin fails the same way."""
+    from geosearch.errors import InvalidInput
+
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+        raise InvalidInput("images must be a uint8 numpy array of shape (N, H, W, 3)")
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise InvalidInput(f"images must have shape (N, H, W, 3), got {images.shape}")
+    return images
