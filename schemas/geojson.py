@@ -31,4 +31,4 @@ class FeatureCollection(msgspec.Struct):
     features: list[Feature]
     type: Literal["FeatureCollection"] = "FeatureCollection"
     links: list[Link] = msgspec.field(default_factory=list)
-    numberReturned: int = 0  # noqa: N815 - OGC API Features field name
+    numberReturned: int = 0

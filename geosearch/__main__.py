@@ -1,0 +1,5 @@
+import sys
+
+from geosearch.cli import main
+
+sys.exit(main())

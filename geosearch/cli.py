@@ -1,0 +1,231 @@
+"""``geosearch`` command line: ingest, search, serve, scenes, delete, eval.
+
+Errors a user can cause print one line ``geosearch: error: ...`` and exit non-zero; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from geosearch.config import Settings
+from geosearch.errors import GeoSearchError, InvalidInput
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", help="embedded store directory (env GEOSEARCH_STORE); QDRANT_URL selects a server")
+    parser.add_argument("--model", help="embedder spec (default: the offline geosearch-lite-clip)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="geosearch", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ingest = sub.add_parser("ingest", help="chip, embed, caption and store GeoTIFF scenes")
+    ingest.add_argument("paths", nargs="+", help="files, folders or glob patterns")
+    _store_options(ingest)
+    ingest.add_argument("--captioner", help="captioner spec (default: the offline default captioner)")
+    ingest.add_argument("--chip-size", type=int, default=224)
+    ingest.add_argument("--stride", type=int, help="pixels between chips (default: chip size, no overlap)")
+    ingest.add_argument("--bands", help="1-based source bands for R,G,B, e.g. 4,3,2")
+    ingest.add_argument("--gsd", type=float, help="target ground resolution in metres per pixel")
+    ingest.add_argument("--min-valid", type=float, default=0.5, help="skip chips with less valid data")
+    ingest.add_argument("--batch-size", type=int, default=32)
+    ingest.add_argument("--no-captions", action="store_true", help="embed only")
+    ingest.add_argument("--force", action="store_true", help="re-ingest scenes already in the store")
+    ingest.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    search = sub.add_parser("search", help="natural-language search")
+    search.add_argument("text")
+    _store_options(search)
+    search.add_argument("--bbox", help="minx,miny,maxx,maxy (lon/lat)")
+    search.add_argument("--limit", type=int, default=10)
+    search.add_argument("--scene")
+    search.add_argument("--datetime")
+    search.add_argument("--geojson", action="store_true", help="print a GeoJSON FeatureCollection")
+
+    serve = sub.add_parser("serve", help="run the HTTP API")
+    _store_options(serve)
+    serve.add_argument("--captioner")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+
+    scenes = sub.add_parser("scenes", help="list ingested scenes")
+    _store_options(scenes)
+    scenes.add_argument("--json", action="store_true")
+
+    remove = sub.add_parser("delete", help="delete a scene and all its chips")
+    remove.add_argument("scene_id")
+    _store_options(remove)
+
+    sub.add_parser("eval", help="score the models on UCM-Captions (see geosearch eval --help)", add_help=False)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        store=args.store,
+        model=args.model,
+        device=args.device,
+        captioner=getattr(args, "captioner", None),
+        batch_size=getattr(args, "batch_size", None),
+    )
+
+
+def _bands(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise InvalidInput(f"--bands takes comma-separated 1-based band numbers, got {text!r}") from None
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from geosearch.engine import Engine
+    from geosearch.pipeline import IngestOptions, Ingestor, expand_paths
+    from geosearch.tilers import TileOptions
+
+    if args.batch_size < 1:
+        raise InvalidInput("--batch-size must be at least 1")
+    tile = TileOptions(
+        chip_size=args.chip_size, stride=args.stride, bands=_bands(args.bands), gsd=args.gsd, min_valid=args.min_valid
+    )
+    options = IngestOptions(tile=tile, batch_size=args.batch_size, captions=not args.no_captions, force=args.force)
+    paths = expand_paths(args.paths)
+    with Engine.open(_settings(args)) as engine:
+        bar = tqdm(total=0, unit="chip", disable=args.quiet, dynamic_ncols=True, file=sys.stderr)
+        scene_count = len(paths)
+
+        def progress(chips: int, scenes_done: int, total: int) -> None:
+            bar.total = total
+            bar.update(chips - bar.n)
+            bar.set_postfix_str(f"scenes {scenes_done}/{scene_count}", refresh=False)
+
+        ingestor = Ingestor(engine, options, progress)
+        jobs = ingestor.plan(paths)
+        bar.total = ingestor.total_chips
+        try:
+            report = ingestor.run(jobs)
+        finally:
+            bar.close()
+    for scene in report.scenes:
+        if scene.status == "failed":
+            print(f"failed   {scene.path}: {scene.error}", file=sys.stderr)
+        elif scene.status == "already":
+            print(f"already  {scene.path} ({scene.chips} chips; --force to redo)")
+        else:
+            print(f"ingested {scene.path}: {scene.chips} chips, {scene.skipped} skipped (valid < {tile.min_valid})")
+    rate = report.chips / report.seconds if report.seconds > 0 else 0.0
+    print(
+        f"{report.count('ingested')} scenes ingested, {report.count('already')} already in store, "
+        f"{report.count('failed')} failed; {report.chips} chips written, {report.skipped} skipped "
+        f"(mostly nodata); {report.seconds:.1f} s ({rate:.1f} chips/s)"
+    )
+    return 0 if report.ok else EXIT_FAILED
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from geosearch.engine import Engine
+    from geosearch.geojson import feature_collection
+    from geosearch.query import parse_bbox, parse_datetime, parse_limit, parse_text
+    from geosearch.schemas import SearchQuery
+
+    query = SearchQuery(
+        q=parse_text(args.text),
+        bbox=parse_bbox(args.bbox),
+        limit=parse_limit(args.limit),
+        scene=args.scene,
+        datetime=parse_datetime(args.datetime),
+    )
+    with Engine.open(_settings(args), create=False) as engine:
+        hits = engine.search(query)
+    if args.geojson:
+        print(msgspec.json.encode(feature_collection(hits)).decode())
+        return 0
+    if not hits:
+        print("no hits")
+    for rank, hit in enumerate(hits, 1):
+        p = hit.payload
+        w = p.window
+        print(
+            f"{rank:>3}. {hit.score:.3f}  {hit.id}  ({p.centre.lon:.5f}, {p.centre.lat:.5f})  "
+            f"{p.scene_path} [{w.col},{w.row} {w.width}x{w.height}]  {p.caption or ''}"
+        )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from geosearch.api import create_app
+    from geosearch.engine import Engine
+
+    engine = Engine.open(_settings(args))  # fail fast, before binding the port
+    try:
+        uvicorn.run(create_app(engine), host=args.host, port=args.port, log_level="info")
+    finally:
+        engine.close()
+    return 0
+
+
+def cmd_scenes(args: argparse.Namespace) -> int:
+    from geosearch.engine import Engine
+
+    with Engine.open(_settings(args), create=False) as engine:
+        scenes = engine.scenes()
+    if args.json:
+        print(msgspec.json.encode(scenes).decode())
+        return 0
+    for s in scenes:
+        print(f"{s.id}  {s.chips:>6} chips  {s.crs:<12} {s.width}x{s.height}  {s.path}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from geosearch.engine import Engine
+
+    with Engine.open(_settings(args), create=False) as engine:
+        removed = engine.delete_scene(args.scene_id)
+    print(f"deleted scene {args.scene_id} ({removed} chips)")
+    return 0
+
+
+COMMANDS: dict[str, Any] = {
+    "ingest": cmd_ingest,
+    "search": cmd_search,
+    "serve": cmd_serve,
+    "scenes": cmd_scenes,
+    "delete": cmd_delete,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["eval"]:
+        from geosearch.evaluation import main as eval_main
+
+        return eval_main(argv[1:])
+    args = _parser().parse_args(argv)
+    try:
+        return int(COMMANDS[args.command](args))
+    except GeoSearchError as exc:
+        print(f"geosearch: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, InvalidInput) else EXIT_FAILED
+    except KeyboardInterrupt:
+        print("geosearch: interrupted; finished scenes are kept, the rest resume on the next run", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

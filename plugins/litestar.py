@@ -1,0 +1,56 @@
+"""Mount the whole geosearch API into any Litestar app.
+
+    app = Litestar(plugins=[GeoSearchPlugin(settings=Settings(store="/data/store"), path="/geo")])
+
+The plugin adds the routes, the error table and CORS (unless the app configures CORS itself),
+and opens the engine at startup / closes it at shutdown unless you pass an open `Engine`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from litestar.config.cors import CORSConfig
+from litestar.plugins import InitPluginProtocol
+
+from geosearch.config import Settings
+from geosearch.errors import GeoSearchError
+
+if TYPE_CHECKING:
+    from litestar import Litestar
+    from litestar.config.app import AppConfig
+
+    from geosearch.engine import Engine
+
+
+class GeoSearchPlugin(InitPluginProtocol):
+    def __init__(self, engine: Engine | None = None, *, settings: Settings | None = None, path: str = "/") -> None:
+        self.engine = engine
+        self.settings = settings
+        self.path = path
+        self._owns_engine = engine is None
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        from geosearch.api.errors import handle_geosearch_error
+        from geosearch.api.routes import make_router
+
+        app_config.route_handlers.append(make_router(self.path))
+        app_config.exception_handlers.setdefault(GeoSearchError, handle_geosearch_error)
+        if app_config.cors_config is None:
+            app_config.cors_config = CORSConfig(allow_origins=["*"], allow_methods=["GET", "POST", "DELETE"])
+        app_config.on_startup.append(self._startup)
+        app_config.on_shutdown.append(self._shutdown)
+        return app_config
+
+    def _startup(self, app: Litestar) -> None:
+        from geosearch.api.routes import ENGINE_STATE_KEY
+        from geosearch.engine import Engine
+
+        if self.engine is None:
+            self.engine = Engine.open(self.settings or Settings.from_env())
+        app.state[ENGINE_STATE_KEY] = self.engine
+
+    def _shutdown(self, app: Litestar) -> None:
+        if self._owns_engine and self.engine is not None:
+            self.engine.close()
+            self.engine = None
