@@ -6,10 +6,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from geosearch.schemas.chips import Window
 from numpy.typing import NDArray
 
 from geosearch.errors import InvalidInput
-from geosearch.schemas.chips import Window
 
 TILER_VERSION = 1
 """Bumped whenever the pixels a given file + options produce change, so old ingests are redone."""

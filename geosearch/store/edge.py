@@ -1,0 +1,331 @@
+"""Embedded default: Qdrant's Rust engine in-process (qdrant-edge), one directory per collection.
+
+Layout of `{store_dir}/{collection}/`: `chips/` (edge shard of chip vectors), `scenes/` (edge shard of
+scene records, 1-d dummy vectors), `meta.json` (model, dim, footprint margin) and `.geosearch.lock`.
+
+Measured on qdrant-edge-py 0.9.0: `EdgeShard.optimize()` holds the GIL for its whole run (a ticker thread
+stalled 3.6 s while 10k 512-d points were indexed), so a background thread would freeze every thread of
+the process, API included, just the same. Hence `finish_ingest` indexes only when enough points are
+unindexed to make HNSW worth it (`optimize_threshold`), and does so in the caller's thread: searches over
+an unindexed segment are exact brute force and stay correct meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import qdrant_edge as qe
+
+from geosearch.errors import ModelMismatch, NotFound, StoreError, StoreLocked
+from geosearch.store.base import BaseStore, Meta, Row, StoreOptions, Where
+
+log = logging.getLogger(__name__)
+
+_BATCH = 512
+
+
+class _DirLock:
+    """fcntl lock naming its owner's pid, so a second process gets a clear StoreLocked, not a WAL error."""
+
+    def __init__(self, path: Path, store: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                owner = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            finally:
+                os.close(self._fd)
+            raise StoreLocked(f"store {store} is in use by another geosearch process (pid {owner})") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, 0)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomic replace: a crash leaves the old or the new file, never half of one."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _geo_box(west: float, south: float, east: float, north: float) -> qe.FieldCondition:
+    return qe.FieldCondition(
+        "centre", geo_bounding_box=qe.GeoBoundingBox(qe.GeoPoint(west, north), qe.GeoPoint(east, south))
+    )
+
+
+def _edge_filter(where: Where) -> qe.Filter | None:
+    if where.empty:
+        return None
+    must: list[Any] = []
+    must_not: list[Any] = []
+    if where.boxes:
+        boxes = [_geo_box(*b) for b in where.boxes]
+        must.append(boxes[0] if len(boxes) == 1 else qe.Filter(should=list(boxes)))
+    if where.scene is not None:
+        must.append(qe.FieldCondition("scene_id", match=qe.MatchValue(where.scene)))
+    if where.interval is not None:
+        lo, hi = where.interval
+        if lo is None and hi is None:
+            must_not.append(qe.IsEmptyCondition("datetime"))
+        else:
+            must.append(qe.FieldCondition("datetime", range=qe.RangeDateTime(gte=lo, lte=hi)))
+    if where.exclude:
+        must_not.append(qe.HasIdCondition({uuid.UUID(i) for i in where.exclude}))
+    return qe.Filter(must=must or None, must_not=must_not or None)
+
+
+def _vector_list(vector: Any) -> list[float] | None:
+    if vector is None:
+        return None
+    if isinstance(vector, dict):
+        vector = vector.get("")
+    return [float(v) for v in vector] if vector is not None else None
+
+
+class EdgeStore(BaseStore):
+    backend = "edge"
+
+    def __init__(
+        self, store_dir: Path, *, model_id: str, dim: int, create: bool, options: StoreOptions
+    ) -> None:
+        super().__init__(model_id=model_id, dim=dim, options=options)
+        from geosearch.store.base import collection_name
+
+        self.collection = options.collection or collection_name(model_id)
+        self.dir = Path(store_dir).expanduser() / self.collection
+        self.location = str(self.dir)
+        self._lock = threading.RLock()  # update/query/meta; never held during optimize()
+        self._optimize_lock = threading.Lock()
+        meta_path = self.dir / "meta.json"
+        if not meta_path.exists() and not create:
+            raise NotFound(f"no collection for model {model_id} in {store_dir}; ingest something first")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._dirlock = _DirLock(self.dir / ".geosearch.lock", self.dir)
+        try:
+            self.meta = self._open_meta(meta_path, create)
+            self._chips = self._load(self.dir / "chips")
+            self._scenes = self._load(self.dir / "scenes")
+        except BaseException:
+            self._dirlock.release()
+            raise
+
+    # ---- opening -----------------------------------------------------------------------------
+    def _open_meta(self, meta_path: Path, create: bool) -> Meta:
+        if meta_path.exists():
+            try:
+                meta = Meta.from_dict(json.loads(meta_path.read_text()))
+            except (OSError, ValueError, KeyError) as e:
+                raise StoreError(f"unreadable store metadata {meta_path}: {e}") from e
+            if meta.model_id != self.model_id or meta.dim != self.dim:
+                raise ModelMismatch(
+                    f"store {self.dir} holds {meta.dim}-d vectors of model {meta.model_id!r}, "
+                    f"not {self.dim}-d vectors of model {self.model_id!r}; use another store or collection"
+                )
+            return meta
+        if not create:
+            raise NotFound(f"no collection for model {self.model_id} in {self.dir.parent}; ingest something first")
+        # meta.json is written last, so shards without it are a creation that crashed: nothing was
+        # ever ingested into them (upsert needs an open store, which needs meta.json).
+        for sub in ("chips", "scenes"):
+            shutil.rmtree(self.dir / sub, ignore_errors=True)
+        self._create_shards()
+        meta = Meta(
+            model_id=self.model_id,
+            dim=self.dim,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            extra={"hnsw_m": self.options.hnsw_m, "ef_construct": self.options.ef_construct},
+        )
+        _write_json(meta_path, meta.to_dict())
+        return meta
+
+    def _create_shards(self) -> None:
+        opts = self.options
+        optimizers = (
+            qe.EdgeOptimizersConfig(indexing_threshold=opts.indexing_threshold_kb)
+            if opts.indexing_threshold_kb is not None
+            else None
+        )
+        chips = qe.EdgeShard.create(
+            str(self.dir / "chips"),
+            qe.EdgeConfig(
+                vectors=qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine),
+                hnsw_config=qe.HnswIndexConfig(
+                    m=opts.hnsw_m, ef_construct=opts.ef_construct, full_scan_threshold=10_000
+                ),
+                optimizers=optimizers,
+            ),
+        )
+        chips.update(qe.UpdateOperation.create_field_index("centre", qe.PayloadSchemaType.Geo))
+        chips.update(qe.UpdateOperation.create_field_index("scene_id", qe.PayloadSchemaType.Keyword))
+        chips.update(qe.UpdateOperation.create_field_index("datetime", qe.PayloadSchemaType.Datetime))
+        chips.flush()
+        chips.close()
+        scenes = qe.EdgeShard.create(
+            str(self.dir / "scenes"),
+            qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=1, distance=qe.Distance.Dot)),
+        )
+        scenes.flush()
+        scenes.close()
+
+    def _load(self, path: Path) -> qe.EdgeShard:
+        try:
+            return qe.EdgeShard.load(str(path))
+        except Exception as e:
+            if "WouldBlock" in str(e):
+                raise StoreLocked(f"store {self.dir} is in use by another process") from e
+            raise StoreError(f"cannot open store {path}: {e}") from e
+
+    # ---- primitives --------------------------------------------------------------------------
+    def _margin(self) -> tuple[float, float]:
+        return (self.meta.margin_lon, self.meta.margin_lat)
+
+    def _grow_margin(self, lon: float, lat: float) -> None:
+        with self._lock:
+            self.meta.margin_lon = max(self.meta.margin_lon, lon)
+            self.meta.margin_lat = max(self.meta.margin_lat, lat)
+            _write_json(self.dir / "meta.json", self.meta.to_dict())
+
+    def _upsert_rows(self, rows: list[tuple[str, list[float], dict[str, Any]]]) -> None:
+        for i in range(0, len(rows), _BATCH):
+            points = [qe.Point(pid, vec, payload) for pid, vec, payload in rows[i : i + _BATCH]]
+            with self._lock:
+                self._chips.update(qe.UpdateOperation.upsert_points(points))
+
+    def _params(self, exact: bool, filtered: bool) -> qe.SearchParams:
+        if exact:
+            return qe.SearchParams(exact=True)
+        acorn = qe.AcornSearchParams(enable=True) if (filtered and self.options.acorn) else None
+        return qe.SearchParams(hnsw_ef=self.options.hnsw_ef, acorn=acorn)
+
+    def _query(self, vector: list[float], where: Where, limit: int, exact: bool) -> list[Row]:
+        flt = _edge_filter(where)
+        req = qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(vector),
+            filter=flt,
+            with_payload=True,
+            params=self._params(exact, flt is not None),
+        )
+        with self._lock:
+            points = self._chips.query(req)
+        return [Row(id=str(p.id), payload=p.payload or {}, score=float(p.score)) for p in points]
+
+    def _count(self, where: Where) -> int:
+        with self._lock:
+            return int(self._chips.count(qe.CountRequest(exact=True, filter=_edge_filter(where))))
+
+    def _scroll(self, where: Where, limit: int, offset: str | None) -> tuple[list[Row], str | None]:
+        req = qe.ScrollRequest(
+            offset=uuid.UUID(offset) if offset is not None else None,
+            limit=limit,
+            filter=_edge_filter(where),
+            with_payload=True,
+            with_vector=False,
+        )
+        with self._lock:
+            records, nxt = self._chips.scroll(req)
+        rows = [Row(id=str(r.id), payload=r.payload or {}) for r in records]
+        return rows, (str(nxt) if nxt is not None else None)
+
+    def _retrieve(self, ids: list[str], with_vector: bool) -> list[Row]:
+        with self._lock:
+            records = self._chips.retrieve([uuid.UUID(i) for i in ids], with_payload=True, with_vector=with_vector)
+        return [
+            Row(id=str(r.id), payload=r.payload or {}, vector=_vector_list(r.vector) if with_vector else None)
+            for r in records
+        ]
+
+    def _delete(self, where: Where) -> None:
+        flt = _edge_filter(where)
+        assert flt is not None, "refusing to delete without a filter"
+        with self._lock:
+            self._chips.update(qe.UpdateOperation.delete_points_by_filter(flt))
+
+    def _scene_put(self, point_id: str, payload: dict[str, Any]) -> None:
+        with self._lock:
+            # Chips first: the record claims they are all there.
+            self._chips.flush()
+            self._scenes.update(qe.UpdateOperation.upsert_points([qe.Point(point_id, [1.0], payload)]))
+            self._scenes.flush()
+
+    def _scene_get(self, point_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            records = self._scenes.retrieve([uuid.UUID(point_id)], with_payload=True, with_vector=False)
+        return records[0].payload if records and records[0].payload is not None else None
+
+    def _scene_all(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        offset: Any = None
+        while True:
+            with self._lock:
+                records, offset = self._scenes.scroll(
+                    qe.ScrollRequest(offset=offset, limit=1000, with_payload=True, with_vector=False)
+                )
+            out.extend(r.payload for r in records if r.payload is not None)
+            if offset is None:
+                return out
+
+    def _scene_delete(self, point_id: str) -> None:
+        with self._lock:
+            self._scenes.update(qe.UpdateOperation.delete_points([uuid.UUID(point_id)]))
+            self._scenes.flush()
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def unindexed(self) -> int:
+        """Points not yet in an HNSW graph (searched by brute force until `finish_ingest` indexes them)."""
+        with self._lock:
+            info = self._chips.info()
+        return max(0, int(info.points_count) - int(info.indexed_vectors_count))
+
+    def finish_ingest(self) -> None:
+        """Flush, and build the HNSW index when `optimize_threshold` or more points are unindexed.
+
+        Blocks the calling thread (and, through the GIL, the process) while indexing: see the module
+        docstring. Below the threshold the store is searched exactly, so there is nothing to gain.
+        """
+        self._check_open()
+        with self._lock:
+            self._chips.flush()
+        pending = self.unindexed()
+        if pending == 0 or pending < self.options.effective_optimize_threshold:
+            return
+        with self._optimize_lock:
+            if self._closed:
+                return
+            t0 = time.monotonic()
+            log.info("indexing %d points in %s (blocks this process)", pending, self.dir)
+            self._chips.optimize()
+            with self._lock:
+                self._chips.flush()
+            log.info("indexed in %.1f s", time.monotonic() - t0)
+
+    def _close(self) -> None:
+        with self._optimize_lock, self._lock:
+            try:
+                for shard in (self._chips, self._scenes):
+                    shard.flush()
+                    shard.close()
+            finally:
+                self._dirlock.release()

@@ -1,0 +1,141 @@
+"""Bounding-box arithmetic that keeps geo filters exact on chip footprints.
+
+Qdrant's geo filters test one point per chip (its `centre`), but a user's box must match every chip whose
+*footprint* touches it. So the engine filters centres with a box grown by the largest footprint
+half-extent ever stored (a superset), and shapely then keeps only true intersections.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+import shapely
+from shapely.geometry import box as shapely_box
+from shapely.geometry import shape
+
+from geosearch.errors import InvalidInput
+
+BBox = tuple[float, float, float, float]
+"""minx (west), miny (south), maxx (east), maxy (north) in lon/lat; west > east crosses the antimeridian."""
+
+# Float slack added to the centre margin so a footprint vertex exactly on a box edge is never lost.
+_EPS = 1e-9
+
+
+def validate_bbox(bbox: Sequence[float]) -> BBox:
+    """Reject malformed boxes up front: Qdrant would fail later with a less helpful message."""
+    if len(bbox) != 4:
+        raise InvalidInput(f"bbox needs 4 numbers (west, south, east, north), got {len(bbox)}")
+    try:
+        west, south, east, north = (float(v) for v in bbox)
+    except (TypeError, ValueError) as e:
+        raise InvalidInput(f"bbox values must be numbers: {list(bbox)!r}") from e
+    if not all(math.isfinite(v) for v in (west, south, east, north)):
+        raise InvalidInput(f"bbox values must be finite: {list(bbox)!r}")
+    if not (-180.0 <= west <= 180.0 and -180.0 <= east <= 180.0):
+        raise InvalidInput(f"bbox longitudes must lie within ±180: {list(bbox)!r}")
+    if not (-90.0 <= south <= 90.0 and -90.0 <= north <= 90.0):
+        raise InvalidInput(f"bbox latitudes must lie within ±90: {list(bbox)!r}")
+    if south > north:
+        raise InvalidInput(f"bbox south ({south}) is north of its north ({north})")
+    return (west, south, east, north)
+
+
+def split_antimeridian(bbox: BBox) -> list[BBox]:
+    """A box with west > east (STAC convention) is two ordinary boxes, one each side of ±180."""
+    west, south, east, north = bbox
+    if west <= east:
+        return [bbox]
+    return [(west, south, 180.0, north), (-180.0, south, east, north)]
+
+
+def centre_boxes(boxes: Sequence[BBox], margin_lon: float, margin_lat: float) -> list[BBox]:
+    """Grow each box by the footprint margin so that every chip touching it has its centre inside.
+
+    Growth past ±180 wraps to the other side as an extra box; every result has west <= east.
+    """
+    out: list[BBox] = []
+    mlon, mlat = margin_lon + _EPS, margin_lat + _EPS
+    for west, south, east, north in boxes:
+        s, n = max(-90.0, south - mlat), min(90.0, north + mlat)
+        w, e = west - mlon, east + mlon
+        if e - w >= 360.0:
+            out.append((-180.0, s, 180.0, n))
+            continue
+        if w < -180.0:
+            out.append((w + 360.0, s, 180.0, n))
+            w = -180.0
+        if e > 180.0:
+            out.append((-180.0, s, e - 360.0, n))
+            e = 180.0
+        out.append((w, s, e, n))
+    return out
+
+
+def footprint_geometry(footprint: Mapping[str, Any]) -> shapely.Geometry:
+    """GeoJSON footprint as shapely; one spanning more than 180° of longitude is taken to cross ±180
+    and is unwrapped into 0..360 so it stays one small shape."""
+    geom = shape(footprint)
+    minx, _, maxx, _ = geom.bounds
+    if maxx - minx > 180.0:
+
+        def unwrap(coords: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+            shifted = coords.copy()
+            shifted[:, 0] = np.where(shifted[:, 0] < 0.0, shifted[:, 0] + 360.0, shifted[:, 0])
+            return shifted
+
+        geom = shapely.transform(geom, unwrap)
+    return geom
+
+
+def footprint_intersects(footprint: Mapping[str, Any], boxes: Sequence[BBox]) -> bool:
+    """Exact test of a footprint against (already split) query boxes, in both longitude frames."""
+    geom = footprint_geometry(footprint)
+    for west, south, east, north in boxes:
+        if geom.intersects(shapely_box(west, south, east, north)):
+            return True
+        if geom.bounds[2] > 180.0 and geom.intersects(shapely_box(west + 360.0, south, east + 360.0, north)):
+            return True
+    return False
+
+
+def half_extent(footprint: Mapping[str, Any], centre_lon: float, centre_lat: float) -> tuple[float, float]:
+    """Largest lon/lat distance from the stored centre to any footprint vertex (wrapping at ±180).
+
+    Measured from the same centre Qdrant indexes, so the margin is exact whatever "centre" means.
+    """
+    coords = shapely.get_coordinates(shape(footprint))
+    if len(coords) == 0:
+        return (0.0, 0.0)
+    dlon = (coords[:, 0] - centre_lon + 180.0) % 360.0 - 180.0
+    dlat = coords[:, 1] - centre_lat
+    return (float(np.max(np.abs(dlon))), float(np.max(np.abs(dlat))))
+
+
+def _parse_instant(value: str, *, end: bool) -> str:
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError as e:
+        raise InvalidInput(f"not an ISO 8601 date/time: {value!r}") from e
+    if end and len(value.strip()) == 10:
+        # A bare date as the end of an interval means "through that day".
+        parsed = parsed + timedelta(days=1) - timedelta(microseconds=1)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def normalize_interval(interval: tuple[str | None, str | None]) -> tuple[str | None, str | None]:
+    """Validate an (start, end) interval and write both ends as UTC RFC 3339 so every engine agrees."""
+    if len(interval) != 2:
+        raise InvalidInput("datetime filter must be a (start, end) pair")
+    start, end = interval
+    lo = _parse_instant(start, end=False) if start else None
+    hi = _parse_instant(end, end=True) if end else None
+    if lo is not None and hi is not None and lo > hi:
+        raise InvalidInput(f"datetime interval starts after it ends: {start!r} > {end!r}")
+    return (lo, hi)

@@ -1,0 +1,272 @@
+"""qdrant-client backend: a Qdrant server or cluster (`url=`), or qdrant-client's local mode
+(`:memory:` / a path), which evaluates filters in Python and stands in for the server API in tests.
+
+Collection metadata (model, dim, footprint margin) lives in Qdrant's collection `metadata`, so every
+process sharing the server sees the same margin; it is re-read on each geo query because another
+process may be ingesting larger footprints. Scene records live in a sibling `scenes_*` collection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import warnings
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+
+from geosearch.errors import ModelMismatch, NotFound, StoreError, StoreLocked
+from geosearch.store.base import INDEXED_FIELDS, BaseStore, Meta, Row, StoreOptions, Where, collection_name, scenes_name
+
+_BATCH = 256
+_SCHEMA = {
+    "geo": qm.PayloadSchemaType.GEO,
+    "keyword": qm.PayloadSchemaType.KEYWORD,
+    "datetime": qm.PayloadSchemaType.DATETIME,
+}
+
+
+def _qdrant_filter(where: Where) -> qm.Filter | None:
+    if where.empty:
+        return None
+    must: list[Any] = []
+    must_not: list[Any] = []
+    if where.boxes:
+        boxes = [
+            qm.FieldCondition(
+                key="centre",
+                geo_bounding_box=qm.GeoBoundingBox(
+                    top_left=qm.GeoPoint(lon=w, lat=n), bottom_right=qm.GeoPoint(lon=e, lat=s)
+                ),
+            )
+            for w, s, e, n in where.boxes
+        ]
+        must.append(boxes[0] if len(boxes) == 1 else qm.Filter(should=list(boxes)))
+    if where.scene is not None:
+        must.append(qm.FieldCondition(key="scene_id", match=qm.MatchValue(value=where.scene)))
+    if where.interval is not None:
+        lo, hi = where.interval
+        if lo is None and hi is None:
+            must_not.append(qm.IsEmptyCondition(is_empty=qm.PayloadField(key="datetime")))
+        else:
+            must.append(qm.FieldCondition(key="datetime", range=qm.DatetimeRange(gte=lo, lte=hi)))
+    if where.exclude:
+        must_not.append(qm.HasIdCondition(has_id=list(where.exclude)))
+    return qm.Filter(must=must or None, must_not=must_not or None)
+
+
+def _vector_list(vector: Any) -> list[float] | None:
+    if vector is None:
+        return None
+    if isinstance(vector, dict):
+        vector = vector.get("")
+    return [float(v) for v in vector] if vector is not None else None
+
+
+class QdrantStore(BaseStore):
+    backend = "qdrant"
+
+    def __init__(
+        self,
+        *,
+        model_id: str,
+        dim: int,
+        create: bool,
+        options: StoreOptions,
+        url: str | None = None,
+        api_key: str | None = None,
+        path: str | None = None,
+        memory: bool = False,
+    ) -> None:
+        super().__init__(model_id=model_id, dim=dim, options=options)
+        self.collection = options.collection or collection_name(model_id)
+        self.scenes_collection = scenes_name(self.collection)
+        self.location = url or path or ":memory:"
+        self._lock = threading.RLock()  # local mode is not thread-safe; a server client is, cheaply
+        self.local = url is None
+        try:
+            if url is not None:
+                self.client = QdrantClient(url=url, api_key=api_key, timeout=options.timeout)
+            elif path is not None:
+                self.client = QdrantClient(path=path)
+            else:
+                if not memory:
+                    raise StoreError("qdrant backend needs a url, a path or ':memory:'")
+                self.client = QdrantClient(location=":memory:")
+        except RuntimeError as e:
+            if "already accessed" in str(e):
+                raise StoreLocked(f"store {path} is in use by another process") from e
+            raise StoreError(f"cannot open Qdrant at {self.location}: {e}") from e
+        try:
+            with self._errors():
+                self.meta = self._open_collection(create)
+        except BaseException:
+            self.client.close()
+            raise
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Network and server failures become StoreError naming the server, not a raw httpx trace."""
+        try:
+            with self._lock:
+                yield
+        except (StoreError, NotFound):
+            raise
+        except Exception as e:
+            raise StoreError(f"Qdrant at {self.location} failed: {type(e).__name__}: {e}") from e
+
+    def _open_collection(self, create: bool) -> Meta:
+        if self.client.collection_exists(self.collection):
+            meta = self._read_meta()
+            if meta.model_id != self.model_id or meta.dim != self.dim:
+                raise ModelMismatch(
+                    f"collection {self.collection} at {self.location} holds {meta.dim}-d vectors of model "
+                    f"{meta.model_id!r}, not {self.dim}-d vectors of model {self.model_id!r}"
+                )
+            if not self.client.collection_exists(self.scenes_collection):
+                self._create_scenes()
+            return meta
+        if not create:
+            raise NotFound(f"no collection for model {self.model_id} in {self.location}; ingest something first")
+        meta = Meta(
+            model_id=self.model_id,
+            dim=self.dim,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        opts = self.options
+        self.client.create_collection(
+            self.collection,
+            vectors_config=qm.VectorParams(size=self.dim, distance=qm.Distance.COSINE),
+            hnsw_config=qm.HnswConfigDiff(m=opts.hnsw_m, ef_construct=opts.ef_construct),
+            shard_number=opts.shard_number,
+            replication_factor=opts.replication_factor,
+            metadata=meta.to_dict(),
+        )
+        if not self.local:  # local mode ignores payload indexes (and warns)
+            for name, kind in INDEXED_FIELDS.items():
+                self.client.create_payload_index(self.collection, name, _SCHEMA[kind], wait=True)
+        self._create_scenes()
+        return meta
+
+    def _create_scenes(self) -> None:
+        self.client.create_collection(
+            self.scenes_collection,
+            vectors_config=qm.VectorParams(size=1, distance=qm.Distance.DOT),
+            shard_number=self.options.shard_number,
+            replication_factor=self.options.replication_factor,
+        )
+
+    def _read_meta(self) -> Meta:
+        raw = self.client.get_collection(self.collection).config.metadata or {}
+        if "model_id" not in raw or "dim" not in raw:
+            raise ModelMismatch(
+                f"collection {self.collection} at {self.location} was not created by geosearch "
+                f"(no model metadata); cannot tell whether it holds vectors of model {self.model_id!r}"
+            )
+        return Meta.from_dict(dict(raw))
+
+    # ---- primitives --------------------------------------------------------------------------
+    def _margin(self) -> tuple[float, float]:
+        if not self.local:
+            with self._errors():
+                self.meta = self._read_meta()
+        return (self.meta.margin_lon, self.meta.margin_lat)
+
+    def _grow_margin(self, lon: float, lat: float) -> None:
+        with self._errors():
+            current = self._read_meta() if not self.local else self.meta
+            current.margin_lon = max(current.margin_lon, lon)
+            current.margin_lat = max(current.margin_lat, lat)
+            self.client.update_collection(self.collection, metadata=current.to_dict())
+            self.meta = current
+
+    def _upsert_rows(self, rows: list[tuple[str, list[float], dict[str, Any]]]) -> None:
+        for i in range(0, len(rows), _BATCH):
+            points = [qm.PointStruct(id=pid, vector=vec, payload=p) for pid, vec, p in rows[i : i + _BATCH]]
+            with self._errors():
+                self.client.upsert(self.collection, points=points, wait=True)
+
+    def _query(self, vector: list[float], where: Where, limit: int, exact: bool) -> list[Row]:
+        flt = _qdrant_filter(where)
+        if exact:
+            params = qm.SearchParams(exact=True)
+        else:
+            acorn = qm.AcornSearchParams(enable=True) if (flt is not None and self.options.acorn) else None
+            params = qm.SearchParams(hnsw_ef=self.options.hnsw_ef, acorn=acorn)
+        with self._errors():
+            res = self.client.query_points(
+                self.collection,
+                query=vector,
+                query_filter=flt,
+                search_params=params,
+                limit=limit,
+                with_payload=True,
+            )
+        return [Row(id=str(p.id), payload=p.payload or {}, score=float(p.score)) for p in res.points]
+
+    def _count(self, where: Where) -> int:
+        with self._errors():
+            return int(self.client.count(self.collection, count_filter=_qdrant_filter(where), exact=True).count)
+
+    def _scroll(self, where: Where, limit: int, offset: str | None) -> tuple[list[Row], str | None]:
+        with self._errors():
+            records, nxt = self.client.scroll(
+                self.collection,
+                scroll_filter=_qdrant_filter(where),
+                limit=limit,
+                offset=offset,
+                with_payload=True,
+                with_vectors=False,
+            )
+        return [Row(id=str(r.id), payload=r.payload or {}) for r in records], (
+            str(nxt) if nxt is not None else None
+        )
+
+    def _retrieve(self, ids: list[str], with_vector: bool) -> list[Row]:
+        with self._errors():
+            records = self.client.retrieve(self.collection, ids=ids, with_payload=True, with_vectors=with_vector)
+        return [
+            Row(id=str(r.id), payload=r.payload or {}, vector=_vector_list(r.vector) if with_vector else None)
+            for r in records
+        ]
+
+    def _delete(self, where: Where) -> None:
+        flt = _qdrant_filter(where)
+        assert flt is not None, "refusing to delete without a filter"
+        with self._errors():
+            self.client.delete(self.collection, points_selector=qm.FilterSelector(filter=flt), wait=True)
+
+    def _scene_put(self, point_id: str, payload: dict[str, Any]) -> None:
+        with self._errors():
+            self.client.upsert(
+                self.scenes_collection, points=[qm.PointStruct(id=point_id, vector=[1.0], payload=payload)], wait=True
+            )
+
+    def _scene_get(self, point_id: str) -> dict[str, Any] | None:
+        with self._errors():
+            records = self.client.retrieve(self.scenes_collection, ids=[point_id], with_payload=True)
+        return dict(records[0].payload) if records and records[0].payload is not None else None
+
+    def _scene_all(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        offset: Any = None
+        while True:
+            with self._errors():
+                records, offset = self.client.scroll(
+                    self.scenes_collection, limit=1000, offset=offset, with_payload=True
+                )
+            out.extend(dict(r.payload) for r in records if r.payload is not None)
+            if offset is None:
+                return out
+
+    def _scene_delete(self, point_id: str) -> None:
+        with self._errors():
+            self.client.delete(self.scenes_collection, points_selector=qm.PointIdsList(points=[point_id]), wait=True)
+
+    def _close(self) -> None:
+        with self._lock, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.client.close()

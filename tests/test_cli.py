@@ -1,0 +1,118 @@
+"""The `geosearch` command as a user runs it, and a real `geosearch serve` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def run(*args: str, store: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GEOSEARCH_STORE": str(store)}
+    env.pop("QDRANT_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "geosearch", *args], capture_output=True, text=True, env=env, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def cli_store(tmp_path_factory, scenes_dir) -> Path:  # type: ignore[no-untyped-def]
+    store = tmp_path_factory.mktemp("cli") / "store"
+    scenes = [str(scenes_dir / "rasterio" / "cogeo.tif"), str(scenes_dir / "rio-tiler" / "cog_rgb.tif")]
+    result = run("ingest", *scenes, "--quiet", store=store)
+    assert result.returncode == 0, result.stderr
+    assert "2 scenes ingested" in result.stdout
+    again = run("ingest", *scenes, "--quiet", store=store)
+    assert again.returncode == 0 and "2 already in store" in again.stdout
+    return store
+
+
+def test_cli_search_prints_hits_and_geojson(cli_store: Path) -> None:
+    result = run("search", "a mountain road", "--limit", "3", store=cli_store)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert len(lines) == 3 and lines[0].lstrip().startswith("1.")
+    geojson = run("search", "a mountain road", "--limit", "2", "--geojson", store=cli_store)
+    body = json.loads(geojson.stdout)
+    assert body["type"] == "FeatureCollection" and len(body["features"]) == 2
+
+
+def test_cli_scenes_and_delete(cli_store: Path, tmp_path: Path, scenes_dir: Path) -> None:
+    store = tmp_path / "store"
+    assert run("ingest", str(scenes_dir / "rio-tiler" / "cog_rgb.tif"), "--quiet", "--no-captions", store=store).returncode == 0
+    scenes = json.loads(run("scenes", "--json", store=store).stdout)
+    assert len(scenes) == 1
+    deleted = run("delete", scenes[0]["id"], store=store)
+    assert deleted.returncode == 0 and "deleted scene" in deleted.stdout
+    assert json.loads(run("scenes", "--json", store=store).stdout) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("search", "road", "--bbox", "1,2,3"), 2, "4 numbers"),
+        (("search", "road", "--bbox", "0,100,1,101"), 2, "latitude"),
+        (("search", "   "), 2, "empty"),
+        (("ingest", "/nonexistent/scene.tif", "--quiet"), 1, "scene.tif"),
+        (("ingest", "x.tif", "--bands", "4,x"), 2, "--bands"),
+        (("delete", "no-such-scene"), 1, "no scene"),
+    ],
+)
+def test_cli_errors_are_one_clear_line(cli_store: Path, args: tuple[str, ...], code: int, message: str) -> None:
+    result = run(*args, store=cli_store)
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_search_on_an_empty_store_says_so(tmp_path: Path) -> None:
+    result = run("search", "road", store=tmp_path / "empty")
+    assert result.returncode == 1
+    assert "ingest" in result.stderr and "Traceback" not in result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_real_server_on_loopback(cli_store: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "GEOSEARCH_STORE": str(cli_store)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "geosearch", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, server.stdout.read().decode() if server.stdout else ""
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.5)
+        body = httpx.get(f"{base}/search", params={"q": "road", "limit": 3}, timeout=30).json()
+        assert len(body["features"]) == 3
+        chip = httpx.get(body["features"][0]["properties"]["chip_url"], timeout=30)
+        assert chip.status_code == 200 and chip.content[:8] == b"\x89PNG\r\n\x1a\n"
+        bad = httpx.get(f"{base}/search", params={"q": "road", "bbox": "1,2,3"}, timeout=30)
+        assert bad.status_code == 400 and "4 numbers" in bad.json()["detail"]
+        captions = httpx.get(f"{base}/captions", params={"limit": 2}, timeout=30).json()
+        assert captions["links"] and captions["links"][0]["rel"] == "next"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

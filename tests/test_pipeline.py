@@ -1,0 +1,127 @@
+"""Ingest end to end on real scenes and the embedded Qdrant engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from geosearch.pipeline import IngestOptions, ingest
+from geosearch.tilers import TileOptions, open_scene
+
+
+def expected_chips(path: Path, options: TileOptions) -> tuple[int, int]:
+    """(chips kept, chips skipped) computed by reading every chip through the tiler directly."""
+    kept = skipped = 0
+    with open_scene(path, options) as scene:
+        for spec in scene.windows():
+            if scene.read(spec).valid_fraction >= options.min_valid:
+                kept += 1
+            else:
+                skipped += 1
+    return kept, skipped
+
+
+def test_sample_scenes_ingest_with_exact_counts(ingested, sample_scenes) -> None:  # type: ignore[no-untyped-def]
+    engine, report = ingested
+    assert report.ok
+    assert [s.status for s in report.scenes] == ["ingested"] * len(sample_scenes)
+    for result, path in zip(report.scenes, sample_scenes, strict=True):
+        assert (result.chips, result.skipped) == expected_chips(path, TileOptions())
+        assert engine.store.count(scene=result.scene_id) == result.chips
+    assert engine.store.count() == report.chips
+    listed = {s.id: s for s in engine.scenes()}
+    assert set(listed) == {s.scene_id for s in report.scenes}
+    # Every stored chip got a caption from the captioner, and a footprint in WGS84.
+    hits, _ = engine.store.browse(limit=1000)
+    assert len(hits) == report.chips
+    assert all(h.payload.caption for h in hits)
+    assert all(h.payload.footprint["type"] == "Polygon" for h in hits)
+
+
+def test_reingest_is_idempotent_and_delete_removes_everything(fresh_engine, scenes_dir) -> None:  # type: ignore[no-untyped-def]
+    scene = scenes_dir / "rasterio" / "cogeo.tif"
+    engine = fresh_engine
+    first = ingest(engine, [scene])
+    count = engine.store.count()
+    assert count == first.chips > 0
+
+    again = ingest(engine, [scene])
+    assert again.scenes[0].status == "already"
+    assert engine.store.count() == count
+
+    forced = ingest(engine, [scene], IngestOptions(force=True))
+    assert forced.scenes[0].status == "ingested"
+    assert engine.store.count() == count  # same deterministic ids: overwritten, not duplicated
+
+    # Other settings re-chip the scene and leave no stale chips of the old grid.
+    strided = ingest(engine, [scene], IngestOptions(tile=TileOptions(stride=112), captions=False))
+    assert strided.scenes[0].status == "ingested"
+    assert engine.store.count() == strided.chips > count
+
+    removed = engine.delete_scene(first.scenes[0].scene_id or "")
+    assert removed == strided.chips
+    assert engine.store.count() == 0
+    assert engine.scenes() == []
+
+
+def test_failed_scene_does_not_stop_the_others(tmp_path, fresh_engine, scenes_dir) -> None:  # type: ignore[no-untyped-def]
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"not a tiff at all")
+    no_crs = tmp_path / "no_crs.tif"
+    with rasterio.open(no_crs, "w", driver="GTiff", width=300, height=300, count=3, dtype="uint8") as dst:
+        dst.write(np.full((3, 300, 300), 100, dtype=np.uint8))
+    good = scenes_dir / "rio-tiler" / "cog_rgb.tif"
+    report = ingest(fresh_engine, [broken, no_crs, tmp_path / "missing.tif", good], IngestOptions(captions=False))
+    status = {Path(s.path).name: s for s in report.scenes}
+    assert not report.ok
+    assert status["cog_rgb.tif"].status == "ingested" and status["cog_rgb.tif"].chips > 0
+    for name in ("broken.tif", "no_crs.tif", "missing.tif"):
+        assert status[name].status == "failed"
+        assert status[name].error
+    assert "CRS" in (status["no_crs.tif"].error or "") or "georeferenc" in (status["no_crs.tif"].error or "")
+
+
+def write_scene_at(path: Path, source: Path, west: float, north: float, res: float = 0.0002) -> None:
+    """A real aerial image re-georeferenced at (west, north) in EPSG:4326."""
+    with rasterio.open(source) as src:
+        pixels = src.read(window=((0, 448), (0, 448)))
+    profile = {
+        "driver": "GTiff",
+        "width": 448,
+        "height": 448,
+        "count": 3,
+        "dtype": "uint8",
+        "crs": "EPSG:4326",
+        "transform": from_origin(west, north, res, res),
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(pixels)
+
+
+@pytest.fixture
+def antimeridian_engine(tmp_path, fresh_engine, scenes_dir):  # type: ignore[no-untyped-def]
+    source = scenes_dir / "rasterio" / "cogeo.tif"
+    write_scene_at(tmp_path / "west_of_180.tif", source, west=179.9, north=-15.0)
+    write_scene_at(tmp_path / "east_of_180.tif", source, west=-179.99, north=-15.0)
+    write_scene_at(tmp_path / "elsewhere.tif", source, west=10.0, north=45.0)
+    report = ingest(fresh_engine, sorted(tmp_path.glob("*.tif")), IngestOptions(captions=False))
+    assert report.ok
+    return fresh_engine
+
+
+def test_antimeridian_bbox(antimeridian_engine) -> None:  # type: ignore[no-untyped-def]
+    from geosearch.schemas import SearchQuery
+
+    engine = antimeridian_engine
+    names = {s.id: Path(s.path).name for s in engine.scenes()}
+    hits = engine.search(SearchQuery(q="trees", bbox=(179.8, -20.0, -179.8, -10.0), limit=1000))
+    assert {names[h.payload.scene_id] for h in hits} == {"west_of_180.tif", "east_of_180.tif"}
+    assert len(hits) == engine.store.count() - engine.store.count(
+        scene=next(k for k, v in names.items() if v == "elsewhere.tif")
+    )
+    plain = engine.search(SearchQuery(q="trees", bbox=(-180.0, -20.0, -179.8, -10.0), limit=1000))
+    assert {names[h.payload.scene_id] for h in plain} == {"east_of_180.tif"}
