@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Any
 
 from geosearch.errors import ModelError
@@ -28,22 +27,22 @@ def _factories(group: str) -> dict[str, Callable[..., Any]]:
     return {ep.name: ep for ep in entry_points(group=group)}  # type: ignore[misc]
 
 
-def _split(spec: str, names: set[str]) -> tuple[str, str]:
-    """Return (plugin name, argument) for a spec."""
+def _split(spec: str, names: set[str], fallback: str | None) -> tuple[str, str]:
+    """Return (plugin name, argument) for a spec; unknown specs go to `fallback` when there is one."""
+    if spec in names:
+        return spec, ""
     head, sep, tail = spec.partition(":")
     if sep and head in names:
         return head, tail
-    if spec.startswith(("hf-hub:", "local-dir:")) or Path(spec).expanduser().exists():
-        return OPEN_CLIP, spec
-    if not sep or "/" in head or head not in names:
-        # A bare open_clip architecture name, optionally with /pretrained tag.
-        return OPEN_CLIP, spec
-    return head, tail
+    if fallback is not None:
+        # hf-hub:/local-dir: ids, checkpoint paths and open_clip names (``ViT-B-32/laion2b_s34b_b79k``).
+        return fallback, spec
+    return spec, ""
 
 
-def _load(group: str, spec: str, default: str, kind: str, **options: Any) -> Any:
+def _load(group: str, spec: str, default: str, kind: str, fallback: str | None, **options: Any) -> Any:
     eps = _factories(group)
-    name, arg = (default, "") if spec in ("", None) else _split(spec, set(eps))
+    name, arg = (default, "") if spec in ("", None) else _split(spec, set(eps), fallback)
     if name not in eps:
         available = ", ".join(sorted(eps)) or "none"
         hint = (
@@ -58,7 +57,7 @@ def _load(group: str, spec: str, default: str, kind: str, **options: Any) -> Any
 
 def load_embedder(spec: str | None = None, **options: Any) -> Embedder:
     """Load an embedder; ``spec=None`` gives the offline default. Options: device, batch_size, precision."""
-    model = _load(EMBEDDER_GROUP, spec or "", DEFAULT_EMBEDDER, "embedder", **options)
+    model = _load(EMBEDDER_GROUP, spec or "", DEFAULT_EMBEDDER, "embedder", OPEN_CLIP, **options)
     if not isinstance(model, Embedder):
         raise ModelError(f"plugin for {spec!r} did not return an Embedder")
     return model
@@ -66,7 +65,7 @@ def load_embedder(spec: str | None = None, **options: Any) -> Embedder:
 
 def load_captioner(spec: str | None = None, **options: Any) -> Captioner:
     """Load a captioner; ``spec=None`` gives the offline default. Options: device, batch_size, mode."""
-    model = _load(CAPTIONER_GROUP, spec or "", DEFAULT_CAPTIONER, "captioner", **options)
+    model = _load(CAPTIONER_GROUP, spec or "", DEFAULT_CAPTIONER, "captioner", None, **options)
     if not isinstance(model, Captioner):
         raise ModelError(f"plugin for {spec!r} did not return a Captioner")
     return model

@@ -97,6 +97,7 @@ def footprint(
     px = ring_pixels(window, points_per_edge)
     lon, lat = to_lonlat(transform, transformer, px[:, 0], px[:, 1])
     lon = unwrap_lons(lon)
+    lon[-1], lat[-1] = lon[0], lat[0]  # unwrap's running sum can leave the closing point 1e-14 off
     signed_area = float(np.sum(lon[:-1] * lat[1:] - lon[1:] * lat[:-1]))
     if signed_area < 0:
         lon, lat = lon[::-1], lat[::-1]

@@ -27,7 +27,8 @@ from geosearch.tilers.options import Chip, ChipSpec, TileOptions
 from geosearch.tilers.stretch import apply_stretch, percentile_stretch, to_physical
 from numpy.typing import NDArray
 from pyproj import CRS, Transformer
-from rasterio.enums import Resampling
+from pyproj.exceptions import CRSError, ProjError
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window as RioWindow
 
@@ -129,6 +130,31 @@ def _unique(bands: Sequence[int]) -> tuple[list[int], list[int]]:
     return uniq, [uniq.index(b) for b in bands]
 
 
+def _valid(ds: Any, uniq: list[int], data: NDArray[Any], nearest: bool, **read: Any) -> NDArray[np.bool_]:
+    """GDAL dataset-mask semantics over the bands used: a pixel is valid when ANY of them is.
+
+    Per-dataset masks (alpha, internal masks) are the same for every band, so ANY only matters
+    for nodata: a dark pixel that hits nodata in one band is not a hole. NaN in any band is
+    invalid. Nodata-only and all-valid masks are derived from the pixels already read (when they
+    were read without resampling), which halves the I/O; anything else asks GDAL for the masks.
+    """
+    flags = [ds.mask_flag_enums[b - 1] for b in uniq]
+    valid: NDArray[np.bool_]
+    if all(MaskFlags.all_valid in f for f in flags):
+        valid = np.ones(data.shape[1:], dtype=bool)
+    elif nearest and all(MaskFlags.nodata in f and MaskFlags.per_dataset not in f for f in flags):
+        valid = np.zeros(data.shape[1:], dtype=bool)
+        for band, b in zip(data, uniq, strict=True):
+            nodata = ds.nodatavals[b - 1]
+            valid |= ~np.isnan(band) if nodata is not None and math.isnan(nodata) else band != band.dtype.type(nodata)
+    else:
+        masks = ds.read_masks(uniq, resampling=Resampling.nearest, **read)
+        valid = np.any(masks > 0, axis=0)
+    if data.dtype.kind == "f":
+        valid &= np.all(np.isfinite(data), axis=0)
+    return valid
+
+
 def read_window(
     ds: Any,
     window: Window,
@@ -139,8 +165,8 @@ def read_window(
     """Read one chip: the native `window` resampled to `chip_size` square, RGB uint8, invalid black.
 
     The part of the window outside the scene (padded chips) is black and counts as invalid. Valid
-    pixels come from GDAL's masks (nodata, alpha, internal masks) of every RGB band, and from NaN
-    for floats. Non-uint8 data is scale/offset-corrected, then stretched with the scene stretch.
+    pixels come from GDAL's masks (nodata, alpha, internal masks; see `_valid`) and NaN.
+    Non-uint8 data is scale/offset-corrected, then stretched with the scene stretch.
     """
     col0, row0 = max(window.col, 0), max(window.row, 0)
     col1 = min(window.col + window.width, ds.width)
@@ -163,10 +189,7 @@ def read_window(
     else:
         resampling = Resampling.bilinear
     data = ds.read(uniq, window=src, out_shape=shape, resampling=resampling)
-    masks = ds.read_masks(uniq, window=src, out_shape=shape, resampling=Resampling.nearest)
-    valid = np.all(masks > 0, axis=0)
-    if data.dtype.kind == "f":
-        valid &= np.all(np.isfinite(data), axis=0)
+    valid = _valid(ds, uniq, data, resampling == Resampling.nearest, window=src, out_shape=shape)
     rgb_raw = data[pick]
     if data.dtype == np.uint8 and stretch is None:
         rgb = rgb_raw
@@ -188,18 +211,16 @@ def _scene_stretch(ds: Any, bands: Sequence[int]) -> list[list[float]]:
     w = max(1, min(ds.width, math.ceil(ds.width / factor))) if factor > 1 else ds.width
     shape = (len(uniq), h, w)
     data = ds.read(uniq, out_shape=shape, resampling=Resampling.nearest)
-    masks = ds.read_masks(uniq, out_shape=shape, resampling=Resampling.nearest)
-    valid = np.all(masks > 0, axis=0)
-    scales, offsets = _scale_offset(ds, bands)
-    physical = to_physical(data[pick], scales, offsets)
+    valid = _valid(ds, uniq, data, True, out_shape=shape)
+    scales, offsets = _scale_offset(ds, uniq)
     dtype = np.dtype(ds.dtypes[bands[0] - 1])
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         fallback = (float(info.min) * scales[0] + offsets[0], float(info.max) * scales[0] + offsets[0])
     else:
         fallback = (0.0, 1.0)
-    stretch: list[list[float]] = percentile_stretch(physical, valid, fallback)
-    return stretch
+    per_band: list[list[float]] = percentile_stretch(data, valid, scales, offsets, fallback)
+    return [list(per_band[i]) for i in pick]
 
 
 class Scene:
@@ -223,7 +244,10 @@ class Scene:
         self.height: int = int(ds.height)
         self.transform = ds.transform
         self.crs: str = _crs_string(ds.crs)
-        self._pyproj_crs = CRS.from_wkt(ds.crs.to_wkt())
+        try:
+            self._pyproj_crs = CRS.from_wkt(ds.crs.to_wkt())
+        except CRSError as exc:
+            raise SceneError(f"{path} has a CRS pyproj cannot parse ({self.crs}): {exc}") from exc
         self.bands: tuple[int, ...] = resolve_bands(
             options.bands, [c.name for c in ds.colorinterp], int(ds.count), path
         )
@@ -245,10 +269,8 @@ class Scene:
             )
         except (RasterioError, OSError) as exc:
             raise SceneError(f"cannot read pixels of {path}: {exc}") from exc
-        except Exception as exc:  # pyproj errors: CRS that cannot reach WGS84
-            if type(exc).__module__.startswith("pyproj"):
-                raise SceneError(f"cannot transform {path} ({self.crs}) to lon/lat: {exc}") from exc
-            raise
+        except ProjError as exc:
+            raise SceneError(f"cannot transform {path} ({self.crs}) to lon/lat: {exc}") from exc
         self.bbox: tuple[float, float, float, float] = geometry.ring_bbox(ring)
         gx, gy = geometry.native_resolution_m(self.transform, self._pyproj_crs, centre)
         self.native_gsd: float = (gx + gy) / 2.0

@@ -27,12 +27,21 @@ def to_physical(
 
 
 def percentile_stretch(
-    physical: NDArray[np.float64], valid: NDArray[np.bool_], fallback: tuple[float, float]
+    raw: NDArray[np.generic],
+    valid: NDArray[np.bool_],
+    scales: Sequence[float],
+    offsets: Sequence[float],
+    fallback: tuple[float, float],
 ) -> list[list[float]]:
-    """Per-band [low, high] at the 2nd/98th percentile of valid pixels; `fallback` when none are valid."""
+    """Per-band [low, high] at the 2nd/98th percentile of valid pixels, in physical units.
+
+    Works band by band on the valid pixels only, so the sample costs a few float64 copies of
+    one band; `fallback` is used for a band without a single valid finite pixel.
+    """
     result: list[list[float]] = []
-    for band in physical:
-        values = band[valid & np.isfinite(band)]
+    for band, scale, offset in zip(raw, scales, offsets, strict=True):
+        values = band[valid].astype(np.float64) * scale + offset
+        values = values[np.isfinite(values)]
         if values.size == 0:
             low, high = fallback
         else:

@@ -150,6 +150,8 @@ class StoreOptions:
     optimize_threshold: int | None = None
     """Edge only: `finish_ingest` builds the index only once this many points are unindexed
     (default: `exact_threshold`, since smaller stores are searched exactly anyway)."""
+    full_scan_threshold_kb: int = 10_000
+    """Qdrant's own planner scans instead of walking HNSW when a filter's *estimated* matches fit in this."""
     indexing_threshold_kb: int | None = None
     """Edge only: segments smaller than this are never indexed (Qdrant default 10,000 KB)."""
     collection: str | None = None
@@ -313,6 +315,7 @@ class BaseStore(ABC):
 
     def finish_ingest(self) -> None:
         """Servers index in the background: nothing to do unless the engine overrides it."""
+        self._check_open()
 
     # ---- public API --------------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -374,9 +377,20 @@ class BaseStore(ABC):
         excl = tuple(sorted({e for e in exclude if is_uuid(e)}))
         return Where(boxes=boxes, scene=scene, interval=norm, exclude=excl), exact_boxes
 
+    @abstractmethod
+    def _total(self) -> int:
+        """Cheap point count (may include not-yet-vacuumed deletions): only used to skip exact counts."""
+
     def _use_exact(self, where: Where) -> bool:
-        """Exact search whenever the candidate set is small enough: filtered HNSW silently loses recall."""
-        return self._count(where) <= self.options.exact_threshold
+        """Exact search whenever the candidate set is small enough: filtered HNSW silently loses recall.
+
+        The filtered count is exact (a payload-index count, ~3 ms for 5k matches of 20k), because the
+        engine's own cardinality estimate can be 10x off for geo boxes.
+        """
+        threshold = self.options.exact_threshold
+        if self._total() <= threshold:
+            return True
+        return not where.empty and self._count(where) <= threshold
 
     def search(
         self,

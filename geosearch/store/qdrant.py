@@ -29,6 +29,10 @@ _SCHEMA = {
 }
 
 
+def _instant(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value is not None else None
+
+
 def _qdrant_filter(where: Where) -> qm.Filter | None:
     if where.empty:
         return None
@@ -52,7 +56,7 @@ def _qdrant_filter(where: Where) -> qm.Filter | None:
         if lo is None and hi is None:
             must_not.append(qm.IsEmptyCondition(is_empty=qm.PayloadField(key="datetime")))
         else:
-            must.append(qm.FieldCondition(key="datetime", range=qm.DatetimeRange(gte=lo, lte=hi)))
+            must.append(qm.FieldCondition(key="datetime", range=qm.DatetimeRange(gte=_instant(lo), lte=_instant(hi))))
     if where.exclude:
         must_not.append(qm.HasIdCondition(has_id=list(where.exclude)))
     return qm.Filter(must=must or None, must_not=must_not or None)
@@ -85,7 +89,7 @@ class QdrantStore(BaseStore):
         self.collection = options.collection or collection_name(model_id)
         self.scenes_collection = scenes_name(self.collection)
         self.location = url or path or ":memory:"
-        self._lock = threading.RLock()  # local mode is not thread-safe; a server client is, cheaply
+        self._lock = threading.RLock()  # local mode evaluates in Python and is not thread-safe
         self.local = url is None
         try:
             if url is not None:
@@ -110,8 +114,9 @@ class QdrantStore(BaseStore):
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
         """Network and server failures become StoreError naming the server, not a raw httpx trace."""
+        guard: contextlib.AbstractContextManager[Any] = self._lock if self.local else contextlib.nullcontext()
         try:
-            with self._lock:
+            with guard:
                 yield
         except (StoreError, NotFound):
             raise
@@ -140,7 +145,9 @@ class QdrantStore(BaseStore):
         self.client.create_collection(
             self.collection,
             vectors_config=qm.VectorParams(size=self.dim, distance=qm.Distance.COSINE),
-            hnsw_config=qm.HnswConfigDiff(m=opts.hnsw_m, ef_construct=opts.ef_construct),
+            hnsw_config=qm.HnswConfigDiff(
+                m=opts.hnsw_m, ef_construct=opts.ef_construct, full_scan_threshold=opts.full_scan_threshold_kb
+            ),
             shard_number=opts.shard_number,
             replication_factor=opts.replication_factor,
             metadata=meta.to_dict(),
@@ -194,18 +201,24 @@ class QdrantStore(BaseStore):
         if exact:
             params = qm.SearchParams(exact=True)
         else:
-            acorn = qm.AcornSearchParams(enable=True) if (flt is not None and self.options.acorn) else None
+            # ACORN whenever filtered: see geosearch.store.edge for why max_selectivity=1.
+            use_acorn = flt is not None and self.options.acorn
+            acorn = qm.AcornSearchParams(enable=True, max_selectivity=1.0) if use_acorn else None
             params = qm.SearchParams(hnsw_ef=self.options.hnsw_ef, acorn=acorn)
         with self._errors():
             res = self.client.query_points(
                 self.collection,
                 query=vector,
                 query_filter=flt,
-                search_params=params,
+                search_params=None if self.local else params,  # local mode is always exact
                 limit=limit,
                 with_payload=True,
             )
         return [Row(id=str(p.id), payload=p.payload or {}, score=float(p.score)) for p in res.points]
+
+    def _total(self) -> int:
+        with self._errors():
+            return int(self.client.count(self.collection, exact=False).count)
 
     def _count(self, where: Where) -> int:
         with self._errors():
@@ -221,9 +234,7 @@ class QdrantStore(BaseStore):
                 with_payload=True,
                 with_vectors=False,
             )
-        return [Row(id=str(r.id), payload=r.payload or {}) for r in records], (
-            str(nxt) if nxt is not None else None
-        )
+        return [Row(id=str(r.id), payload=r.payload or {}) for r in records], (str(nxt) if nxt is not None else None)
 
     def _retrieve(self, ids: list[str], with_vector: bool) -> list[Row]:
         with self._errors():
