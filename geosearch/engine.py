@@ -85,7 +85,8 @@ class Engine:
         """Loaded on first use: searching never pays for the caption model."""
         with self._captioner_lock:
             if self._captioner is None:
-                self._captioner = load_captioner(self._captioner_spec, **self._model_options)
+                # Captioners that work in the embedder's space reuse the loaded one instead of a copy.
+                self._captioner = load_captioner(self._captioner_spec, embedder=self.embedder, **self._model_options)
             return self._captioner
 
     # -- search -----------------------------------------------------------------------------

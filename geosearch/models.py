@@ -1,7 +1,7 @@
 """Model registry: resolve a spec string to an embedder or captioner plugin.
 
 Specs:
-- ``None``                      the offline default (geosearch-lite-clip / geosearch-lite-capret)
+- ``None``                      the offline default (geosearch-lite-clip / nearest-caption; lite-capret on request)
 - ``NAME:ARG``                  the plugin registered under entry point NAME gets ARG
 - ``hf-hub:ORG/REPO``, ``local-dir:PATH``, a checkpoint file path, or an open_clip model name
   (``ViT-B-32`` or ``ViT-B-32/laion2b_s34b_b79k``) go to the open_clip plugin.
@@ -19,7 +19,8 @@ from geosearch.plugins.base import Captioner, Embedder
 EMBEDDER_GROUP = "geosearch.embedders"
 CAPTIONER_GROUP = "geosearch.captioners"
 DEFAULT_EMBEDDER = "lite-clip"
-DEFAULT_CAPTIONER = "lite-capret"
+DEFAULT_CAPTIONER = "nearest-caption"
+"""Ingest default: it reuses the chip embeddings (near-zero extra cost on CPU); see benchmarks/models.py."""
 OPEN_CLIP = "open_clip"
 
 

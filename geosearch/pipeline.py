@@ -25,6 +25,7 @@ import numpy as np
 
 from geosearch.engine import Engine
 from geosearch.errors import GeoSearchError, InvalidInput
+from geosearch.plugins.base import EmbeddingCaptioner
 from geosearch.schemas import ChipPayload, SceneInfo
 from geosearch.store import ChipPoint, chip_id
 from geosearch.tilers import Chip, ChipSpec, Scene, TileOptions, open_scene
@@ -262,7 +263,14 @@ class Ingestor:
                     t1 = time.perf_counter()
                     self._times["embed"] += t1 - t0
                     if self.options.captions:
-                        captions = engine.captioner.caption(pixels)
+                        captioner = engine.captioner
+                        if (
+                            isinstance(captioner, EmbeddingCaptioner)
+                            and captioner.embedder.model_id == engine.embedder.model_id
+                        ):
+                            captions = captioner.caption_vectors(item.vectors)  # no second image pass
+                        else:
+                            captions = captioner.caption(pixels)
                         self._times["caption"] += time.perf_counter() - t1
                         for payload, caption in zip(item.payloads, captions, strict=True):
                             payload.caption = caption

@@ -37,6 +37,15 @@ class Captioner(Protocol):
     def caption(self, images: ImageBatch) -> list[str]: ...
 
 
+@runtime_checkable
+class EmbeddingCaptioner(Captioner, Protocol):
+    """A captioner that reads its embedder's image vectors, so ingest can embed each chip only once."""
+
+    embedder: Embedder
+
+    def caption_vectors(self, vectors: Vectors) -> list[str]: ...
+
+
 def check_image_batch(images: object) -> ImageBatch:
     """Validate the (N, H, W, 3) uint8 contract once, so every plugin fails the same way."""
     from geosearch.errors import InvalidInput

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from geosearch.plugins.base import Captioner, Embedder, ImageBatch, check_image_batch
 from torch import nn
 
 from geosearch.errors import ModelError
-from geosearch.plugins.base import Captioner, Embedder, ImageBatch, check_image_batch
 
 MODEL_ID = "geosearch-lite-capret"
 DEFAULT_LM = "gemma-3-270m"
@@ -67,12 +67,10 @@ def gemma_cache_dir() -> Path:
             raise ModelError(f"cannot assemble the packaged Gemma GGUF: {exc}") from exc
         out = Path(tmp) / "hf"
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
-        )
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         # The GGUF tensors are already dequantised; drop the quantizer so HF will serialise them.
-        model.hf_quantizer = None
-        model.is_quantized = False
+        setattr(model, "hf_quantizer", None)  # noqa: B010 - typed as a module attribute by torch
+        setattr(model, "is_quantized", False)  # noqa: B010
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(str(out), safe_serialization=True)
@@ -206,6 +204,7 @@ class PrefixDecoder:
         self.tok = tokenizer
         self.s = settings
         weight = lm.get_output_embeddings().weight
+        self.vocab: torch.Tensor | None
         if settings.allowed_token_ids:
             self.vocab = torch.tensor(settings.allowed_token_ids, dtype=torch.long)
             self.head = weight[self.vocab].detach()
@@ -291,7 +290,7 @@ class PrefixDecoder:
             new_col = torch.zeros(n, b, dtype=torch.long)
             for i in range(n):
                 kept = 0
-                for s_val, src, c in zip(top[i].tolist(), beam_src[i].tolist(), col[i].tolist()):
+                for s_val, src, c in zip(top[i].tolist(), beam_src[i].tolist(), col[i].tolist(), strict=True):
                     if s_val == float("-inf"):
                         break
                     if bool(self.stops[c]):
@@ -304,9 +303,10 @@ class PrefixDecoder:
                     if kept == b:
                         break
             # Stop once every chip has b finished hypotheses better than any live beam.
-            if all(
-                len(f) >= b and max(h[0] for h in f) >= float(new_scores[i].max()) for i, f in enumerate(finished)
-            ) or step == self.s.max_new_tokens - 1:
+            if (
+                all(len(f) >= b and max(h[0] for h in f) >= float(new_scores[i].max()) for i, f in enumerate(finished))
+                or step == self.s.max_new_tokens - 1
+            ):
                 break
             order = (torch.arange(n)[:, None] * b + new_src).view(-1)
             seqs = torch.cat([seqs[order], new_col.view(-1, 1)], dim=1)
@@ -318,10 +318,7 @@ class PrefixDecoder:
             hidden = out.last_hidden_state[:, -1]
         texts: list[str] = []
         for i in range(n):
-            if finished[i]:
-                best = max(finished[i], key=lambda h: h[0])[1]
-            else:
-                best = seqs[i * b].tolist()
+            best = max(finished[i], key=lambda h: h[0])[1] if finished[i] else seqs[i * b].tolist()
             texts.append(self._text(best))
         return texts
 
@@ -361,8 +358,8 @@ class CapRetCaptioner:
         self.batch_size = max(1, int(batch_size))
 
     @torch.inference_mode()
-    def caption_features(self, feats: np.ndarray[Any, Any]) -> list[str]:
-        """Captions from precomputed embedder features (used by training-time validation)."""
+    def caption_vectors(self, feats: np.ndarray[Any, Any]) -> list[str]:
+        """Captions from this captioner's embedder's image vectors (ingest and validation reuse them)."""
         dtype = self.lm.get_input_embeddings().weight.dtype
         out: list[str] = []
         for i in range(0, len(feats), self.batch_size):
@@ -376,7 +373,7 @@ class CapRetCaptioner:
         if len(images) == 0:
             return []
         feats = np.asarray(self.embedder.encode_images(images), dtype=np.float32)
-        return self.caption_features(feats)
+        return self.caption_vectors(feats)
 
 
 def read_config(weights_dir: Path) -> dict[str, Any]:
@@ -400,7 +397,8 @@ def load_capret_captioner(spec: str = "", **options: Any) -> CapRetCaptioner:
     """Factory for the `lite-capret` entry point.
 
     ``spec``: a weights dir (default: the shipped ``weights/lite_capret``). Options: ``embedder``
-    (a loaded Embedder or a spec; must be the one the mapper was trained against), ``batch_size``,
+    (a loaded Embedder, reused when it is the one the mapper was trained
+    against, else the mapper's own embedder is loaded; or a spec), ``batch_size``,
     ``beams``, ``threads``; the rest go to the embedder loader.
     """
     from safetensors.torch import load_file
@@ -413,11 +411,13 @@ def load_capret_captioner(spec: str = "", **options: Any) -> CapRetCaptioner:
     batch_size = int(options.pop("batch_size", 32))
     beams = options.pop("beams", None)
     options.pop("mode", None)
+    trained_on = str(cfg["embedder_model_id"])
+    if isinstance(embedder, Embedder) and embedder.model_id != trained_on:
+        embedder = None  # the engine's search model differs: caption with the mapper's own embedder
     if embedder is None or isinstance(embedder, str):
         embedder = load_embedder(embedder or cfg.get("embedder_spec") or None, **options)
     if not isinstance(embedder, Embedder):
         raise ModelError("the `embedder` option must be an Embedder or an embedder spec")
-    trained_on = str(cfg["embedder_model_id"])
     if embedder.model_id != trained_on:
         raise ModelError(
             f"lite-capret mapper was trained against embedder {trained_on!r} but the embedder in use "

@@ -12,19 +12,19 @@ loads them itself and checks that every tower tensor came from the shipped files
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from geosearch.plugins.base import Embedder
 from torch import nn
 
 from geosearch.errors import ModelError
-from geosearch.plugins.base import Embedder
 
-MODEL_ID = "geosearch-lite-clip-v1"
 MODEL_NAME = "geosearch-lite-clip"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "lite_clip"
 CONFIG_FILE = WEIGHTS_DIR / f"{MODEL_NAME}.json"
@@ -132,6 +132,21 @@ def read_model_config(path: Path = CONFIG_FILE) -> dict[str, Any]:
     return cfg
 
 
+@contextlib.contextmanager
+def _quiet_open_clip() -> Iterator[None]:
+    """Drop open_clip's "initialized randomly" warning: the towers are loaded and verified right after."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
 def build_model(config: Mapping[str, Any] | None = None, *, config_path: Path = CONFIG_FILE) -> nn.Module:
     """Create the CustomTextCLIP through open_clip with both pretrained towers verified-loaded.
 
@@ -155,9 +170,16 @@ def build_model(config: Mapping[str, Any] | None = None, *, config_path: Path = 
     vision_cfg["timm_model_pretrained"] = False
     try:
         if config is None:
-            model = open_clip.create_model(
-                MODEL_NAME, pretrained=None, text_cfg=text_cfg, vision_cfg=vision_cfg, device="cpu"
-            )
+            with _quiet_open_clip():
+                model = open_clip.create_model(
+                    MODEL_NAME,
+                    pretrained=None,
+                    pretrained_image=False,
+                    pretrained_text=False,
+                    text_cfg=text_cfg,
+                    vision_cfg=vision_cfg,
+                    device="cpu",
+                )
         else:
             model = open_clip.CustomTextCLIP(
                 embed_dim=cfg["embed_dim"], vision_cfg=vision_cfg, text_cfg=text_cfg
@@ -181,7 +203,8 @@ def build_model(config: Mapping[str, Any] | None = None, *, config_path: Path = 
     text.transformer.load_state_dict({k: source[k] for k in target}, strict=True)
     log.debug("lite-clip towers loaded: %d image tensors, %d text tensors", n_img, len(target))
     model.eval()
-    return model
+    built: nn.Module = model
+    return built
 
 
 def tower_keys(model: nn.Module) -> set[str]:
@@ -209,6 +232,15 @@ def load_trained(model: nn.Module, path: Path = TRAINED_FILE) -> None:
     model.load_state_dict(trained, strict=False)
 
 
+def model_id(path: Path = TRAINED_FILE) -> str:
+    """Stable id that changes with the trained weights, so a store never mixes two versions' vectors."""
+    import hashlib
+
+    if not path.is_file():
+        raise ModelError(f"geosearch-lite-clip trained weights missing: {path}")
+    return f"{MODEL_NAME}-{hashlib.sha256(path.read_bytes()).hexdigest()[:10]}"
+
+
 def load_lite_clip(
     spec: str = "",
     *,
@@ -223,10 +255,12 @@ def load_lite_clip(
     """
     from geosearch.plugins.open_clip import OpenClipEmbedder
 
-    if spec not in ("", None, MODEL_ID, MODEL_NAME):
+    if spec not in ("", None, MODEL_NAME):
         raise ModelError(f"lite-clip takes no argument (got {spec!r})")
     model = build_model()
     load_trained(model)
+    for p in model.parameters():
+        p.requires_grad_(False)
     cfg = read_model_config()
     text_dir = minilm_dir()
     from open_clip.tokenizer import HFTokenizer
@@ -235,11 +269,12 @@ def load_lite_clip(
     return OpenClipEmbedder(
         model,
         tokenizer,
-        model_id=MODEL_ID,
+        model_id=model_id(),
         image_size=int(cfg["vision_cfg"].get("image_size", 224)),
         mean=(MEAN_STD[0],) * 3,
         std=(MEAN_STD[1],) * 3,
         device=device,
         batch_size=batch_size,
         precision=precision,
+        interpolation="bilinear",  # as in training (UCM 256 px -> 224)
     )

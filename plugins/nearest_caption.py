@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from geosearch.plugins.base import Embedder, ImageBatch, check_image_batch
 from numpy.typing import NDArray
 
 from geosearch.errors import ModelError
-from geosearch.plugins.base import Embedder, ImageBatch, check_image_batch
 
 MODEL_ID = "geosearch-nearest-caption"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "nearest_caption"
@@ -68,9 +68,7 @@ class NearestCaptioner:
         top_k: int = DEFAULT_TOP_K,
     ) -> None:
         if bank.shape != (len(captions), embedder.dim):
-            raise ModelError(
-                f"caption bank has shape {bank.shape}, expected ({len(captions)}, {embedder.dim})"
-            )
+            raise ModelError(f"caption bank has shape {bank.shape}, expected ({len(captions)}, {embedder.dim})")
         self.model_id = MODEL_ID if top_k == 1 else f"{MODEL_ID}-k{top_k}"
         self.embedder = embedder
         self.captions = captions
@@ -93,12 +91,17 @@ class NearestCaptioner:
             picks.append(int(row[int(score.argmax())]))
         return picks
 
+    def caption_vectors(self, vectors: NDArray[np.float32]) -> list[str]:
+        """Captions for image vectors of this captioner's embedder."""
+        if len(vectors) == 0:
+            return []
+        return [self.captions[i] for i in self.choose(_normalise(np.asarray(vectors, dtype=np.float32)))]
+
     def caption(self, images: ImageBatch) -> list[str]:
         images = check_image_batch(images)
         if len(images) == 0:
             return []
-        vecs = np.asarray(self.embedder.encode_images(images), dtype=np.float32)
-        return [self.captions[i] for i in self.choose(_normalise(vecs))]
+        return self.caption_vectors(self.embedder.encode_images(images))
 
 
 def _load_bank(embedder: Embedder, bank_dir: Path) -> tuple[list[str], NDArray[np.float32]]:
@@ -112,9 +115,7 @@ def _load_bank(embedder: Embedder, bank_dir: Path) -> tuple[list[str], NDArray[n
         vectors = np.load(bank_dir / BANK_VECTORS).astype(np.float32)
         if vectors.shape == (len(captions), embedder.dim):
             return captions, vectors
-    key = hashlib.sha256(
-        (embedder.model_id + "\0" + "\n".join(captions)).encode("utf-8")
-    ).hexdigest()[:16]
+    key = hashlib.sha256((embedder.model_id + "\0" + "\n".join(captions)).encode("utf-8")).hexdigest()[:16]
     cached = _cache_root() / "nearest-caption" / f"{key}.npy"
     if cached.is_file():
         vectors = np.load(cached).astype(np.float32)

@@ -47,7 +47,7 @@ def captioner(embedder):  # type: ignore[no-untyped-def]
     from geosearch import load_captioner
 
     # The fast mode keeps engine tests quick; the LM captioner has its own tests.
-    return load_captioner("nearest-caption")
+    return load_captioner("nearest-caption", embedder=embedder)
 
 
 @pytest.fixture(scope="session")
@@ -81,3 +81,29 @@ def fresh_engine(tmp_path, embedder, captioner):  # type: ignore[no-untyped-def]
     engine = make_engine(tmp_path / "store", embedder, captioner)
     yield engine
     engine.close()
+
+
+TINY_CLIP_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+"""A tiny open_clip ViT/text-transformer CLIP (random weights) for fast plugin and engine tests."""
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """open_clip ``local-dir`` folder (open_clip_config.json + safetensors) of the tiny CLIP, seeded."""
+    import open_clip
+    import torch
+    from geosearch.plugins.open_clip import write_local_dir
+
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**TINY_CLIP_CFG)
+    return Path(write_local_dir(TINY_CLIP_CFG, model.state_dict(), tmp_path_factory.mktemp("tiny_clip")))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_spec(tiny_clip_dir: Path) -> str:
+    """Embedder spec of the tiny CLIP: ``load_embedder(tiny_clip_spec)`` loads in well under a second."""
+    return f"local-dir:{tiny_clip_dir}"

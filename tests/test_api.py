@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from geosearch.tilers import render_chip
 from litestar.testing import TestClient
 from PIL import Image
 from shapely.geometry import box, shape
 
 from geosearch.api import create_app
-from geosearch.tilers import render_chip
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def assert_feature_collection(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_search_ranks_by_similarity(client, ingested) -> None:  # type: ignore[no-untyped-def]
-    engine, report = ingested
+    engine, _ = ingested
     response = client.get("/search", params={"q": "a road through mountains", "limit": 7})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/geo+json")
@@ -192,9 +192,8 @@ def test_delete_scene_over_http(fresh_engine, scenes_dir) -> None:  # type: igno
 
 
 def test_plugin_mounts_into_another_app(ingested) -> None:  # type: ignore[no-untyped-def]
-    from litestar import Litestar, get
-
     from geosearch.plugins.litestar import GeoSearchPlugin
+    from litestar import Litestar, get
 
     @get("/", sync_to_thread=False)
     def home() -> str:

@@ -46,7 +46,8 @@ def test_cli_search_prints_hits_and_geojson(cli_store: Path) -> None:
 
 def test_cli_scenes_and_delete(cli_store: Path, tmp_path: Path, scenes_dir: Path) -> None:
     store = tmp_path / "store"
-    assert run("ingest", str(scenes_dir / "rio-tiler" / "cog_rgb.tif"), "--quiet", "--no-captions", store=store).returncode == 0
+    scene = str(scenes_dir / "rio-tiler" / "cog_rgb.tif")
+    assert run("ingest", scene, "--quiet", "--no-captions", store=store).returncode == 0
     scenes = json.loads(run("scenes", "--json", store=store).stdout)
     assert len(scenes) == 1
     deleted = run("delete", scenes[0]["id"], store=store)

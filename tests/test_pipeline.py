@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from geosearch.tilers import TileOptions, open_scene
 from rasterio.transform import from_origin
 
 from geosearch.pipeline import IngestOptions, ingest
-from geosearch.tilers import TileOptions, open_scene
 
 
 def expected_chips(path: Path, options: TileOptions) -> tuple[int, int]:

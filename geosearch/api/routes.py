@@ -41,10 +41,10 @@ def _geojson(collection: FeatureCollection) -> Response[FeatureCollection]:
     return Response(collection, media_type=GEOJSON)
 
 
-@get("/search", sync_to_thread=True, dependencies={"query": Provide(search_query, sync_to_thread=False)})
-def search_get(engine: Engine, query: SearchQuery, request: Request[Any, Any, Any]) -> Response[FeatureCollection]:
+@get("/search", sync_to_thread=True, dependencies={"search": Provide(search_query, sync_to_thread=False)})
+def search_get(engine: Engine, search: SearchQuery, request: Request[Any, Any, Any]) -> Response[FeatureCollection]:
     """Chips ranked by similarity to the text `q`, optionally inside `bbox`."""
-    return _geojson(feature_collection(engine.search(query), _chip_url(request)))
+    return _geojson(feature_collection(engine.search(search), _chip_url(request)))
 
 
 @post("/search", sync_to_thread=True, status_code=200)
@@ -54,15 +54,15 @@ def search_post(engine: Engine, data: SearchRequest, request: Request[Any, Any, 
     return _geojson(feature_collection(engine.search(query), _chip_url(request)))
 
 
-@get("/captions", sync_to_thread=True, dependencies={"query": Provide(captions_query, sync_to_thread=False)})
-def captions(engine: Engine, query: CaptionsQuery, request: Request[Any, Any, Any]) -> Response[FeatureCollection]:
+@get("/captions", sync_to_thread=True, dependencies={"overlay": Provide(captions_query, sync_to_thread=False)})
+def captions(engine: Engine, overlay: CaptionsQuery, request: Request[Any, Any, Any]) -> Response[FeatureCollection]:
     """Caption overlay: chip footprints with their captions, paged with a `next` link."""
-    hits, next_offset = engine.captions(query)
+    hits, next_offset = engine.captions(overlay)
     links = []
     if next_offset is not None:
         params = dict(request.query_params)
         params["offset"] = next_offset
-        params["limit"] = str(query.limit)
+        params["limit"] = str(overlay.limit)
         url = request.url.with_replacements(query=_encode(params))
         links.append(Link(href=str(url), rel="next"))
     return _geojson(feature_collection(hits, _chip_url(request), links))

@@ -136,6 +136,9 @@ class ChipStore(Protocol):
     ) -> None: ...
 
 
+QUANTIZATIONS = (None, "int8")
+
+
 @dataclass(frozen=True)
 class StoreOptions:
     """Tunables passed to `open_store(**options)`; unknown names are an error, not silently ignored."""
@@ -147,6 +150,19 @@ class StoreOptions:
     hnsw_m: int = 16
     ef_construct: int = 200
     acorn: bool = True
+    quantization: str | None = "int8"
+    """'int8': scalar-quantized copies of the vectors (a quarter of float32) are kept in RAM and drive
+    HNSW search and index building (about 3x faster builds); the best `oversampling * limit`
+    candidates are then rescored with the float32 originals, so the ranking returned is exact float32
+    cosine. Exact searches (small or heavily filtered candidate sets) always score float32.
+    None: float32 only. Fixed when a collection is created."""
+    oversampling: float = 2.0
+    """With quantization: quantized HNSW candidates per wanted hit that are rescored in float32."""
+    on_disk_vectors: bool = True
+    """Keep the float32 originals memory-mapped and read on demand rather than loaded into RAM
+    (edge: `Memory.Cold`; server: `on_disk`). With int8 quantization only rescoring and exact
+    searches read them, so a 1M-chip store needs ~0.5 GB of RAM for vectors instead of 2 GB.
+    Fixed when a collection is created."""
     optimize_threshold: int | None = None
     """Edge only: `finish_ingest` builds the index only once this many points are unindexed
     (default: `exact_threshold`, since smaller stores are searched exactly anyway)."""
@@ -173,6 +189,11 @@ class StoreOptions:
             value = getattr(opts, name)
             if not isinstance(value, int) or value < 0:
                 raise InvalidInput(f"store option {name} must be a non-negative integer, got {value!r}")
+        if opts.quantization not in QUANTIZATIONS:
+            raise InvalidInput(f"store option quantization must be one of {QUANTIZATIONS}, got {opts.quantization!r}")
+        over = opts.oversampling
+        if isinstance(over, bool) or not isinstance(over, int | float) or not 1.0 <= over <= 100.0:
+            raise InvalidInput(f"store option oversampling must be a number in 1..100, got {over!r}")
         return opts
 
     @property

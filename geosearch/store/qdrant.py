@@ -22,6 +22,7 @@ from geosearch.errors import ModelMismatch, NotFound, StoreError, StoreLocked
 from geosearch.store.base import INDEXED_FIELDS, BaseStore, Meta, Row, StoreOptions, Where, collection_name, scenes_name
 
 _BATCH = 256
+_QUANTILE = 0.99  # as in geosearch.store.edge
 _SCHEMA = {
     "geo": qm.PayloadSchemaType.GEO,
     "keyword": qm.PayloadSchemaType.KEYWORD,
@@ -142,9 +143,17 @@ class QdrantStore(BaseStore):
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
         opts = self.options
+        quantization = (
+            qm.ScalarQuantization(
+                scalar=qm.ScalarQuantizationConfig(type=qm.ScalarType.INT8, quantile=_QUANTILE, always_ram=True)
+            )
+            if opts.quantization == "int8"
+            else None
+        )
         self.client.create_collection(
             self.collection,
-            vectors_config=qm.VectorParams(size=self.dim, distance=qm.Distance.COSINE),
+            vectors_config=qm.VectorParams(size=self.dim, distance=qm.Distance.COSINE, on_disk=opts.on_disk_vectors),
+            quantization_config=quantization,
             hnsw_config=qm.HnswConfigDiff(
                 m=opts.hnsw_m, ef_construct=opts.ef_construct, full_scan_threshold=opts.full_scan_threshold_kb
             ),
@@ -204,7 +213,8 @@ class QdrantStore(BaseStore):
             # ACORN whenever filtered: see geosearch.store.edge for why max_selectivity=1.
             use_acorn = flt is not None and self.options.acorn
             acorn = qm.AcornSearchParams(enable=True, max_selectivity=1.0) if use_acorn else None
-            params = qm.SearchParams(hnsw_ef=self.options.hnsw_ef, acorn=acorn)
+            rescore = qm.QuantizationSearchParams(rescore=True, oversampling=self.options.oversampling)
+            params = qm.SearchParams(hnsw_ef=self.options.hnsw_ef, acorn=acorn, quantization=rescore)
         with self._errors():
             res = self.client.query_points(
                 self.collection,

@@ -1,0 +1,136 @@
+"""The generic open_clip plugin, exercised on a tiny random-weight CLIP saved like a user's checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from geosearch.plugins.base import Embedder
+from geosearch.plugins.open_clip import load_open_clip_embedder
+
+from geosearch.errors import InvalidInput, ModelError
+from geosearch.models import load_embedder
+
+TEXTS = ["a river crossing farmland", "dense residential area", "an airport runway", "storage tanks"]
+
+
+def _chips(n: int, size: int = 224, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tiny_clip_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model as a bare state-dict .pt file (RemoteCLIP style) for a registered architecture."""
+    import open_clip
+    from safetensors.torch import load_file
+
+    cfg = json.loads((tiny_clip_dir / "open_clip_config.json").read_text())["model_cfg"]
+    folder = tmp_path_factory.mktemp("arch")
+    (folder / "geosearch-test-tiny.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(folder / "geosearch-test-tiny.json")
+    ckpt = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    torch.save(load_file(str(tiny_clip_dir / "open_clip_model.safetensors")), ckpt)
+    return ckpt
+
+
+def _check(model: Embedder) -> None:
+    img = model.encode_images(_chips(5))
+    txt = model.encode_texts(TEXTS)
+    assert img.dtype == np.float32 and img.shape == (5, model.dim)
+    assert txt.dtype == np.float32 and txt.shape == (4, model.dim)
+    np.testing.assert_allclose(np.linalg.norm(img, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(txt, axis=1), 1, atol=1e-5)
+
+
+def test_local_dir_spec(tiny_clip_spec: str) -> None:
+    model = load_embedder(tiny_clip_spec, device="cpu")
+    assert model.dim == 32
+    assert model.model_id.startswith("open_clip:")
+    _check(model)
+
+
+def test_checkpoint_file_forms_agree(tiny_clip_spec: str, tiny_ckpt: Path) -> None:
+    ref = load_open_clip_embedder(tiny_clip_spec, device="cpu")
+    chips = _chips(3, seed=1)
+    for spec in (f"geosearch-test-tiny={tiny_ckpt}", f"geosearch-test-tiny:{tiny_ckpt}"):
+        model = load_open_clip_embedder(spec, device="cpu")
+        assert model.model_id.startswith("open_clip:geosearch-test-tiny@")
+        np.testing.assert_allclose(model.encode_images(chips), ref.encode_images(chips), atol=1e-5)
+        np.testing.assert_allclose(model.encode_texts(TEXTS), ref.encode_texts(TEXTS), atol=1e-5)
+    # Through the registry, as a user would type it.
+    via_registry = load_embedder(f"open_clip:geosearch-test-tiny={tiny_ckpt}", device="cpu")
+    np.testing.assert_allclose(via_registry.encode_texts(TEXTS), ref.encode_texts(TEXTS), atol=1e-5)
+
+
+def test_model_id_tracks_checkpoint_content(tiny_ckpt: Path, tmp_path: Path) -> None:
+    other = tmp_path / "tiny.pt"
+    state = torch.load(tiny_ckpt, weights_only=True)
+    state["logit_scale"] = state["logit_scale"] + 1
+    torch.save(state, other)
+    a = load_open_clip_embedder(f"geosearch-test-tiny={tiny_ckpt}", device="cpu")
+    b = load_open_clip_embedder(f"geosearch-test-tiny={other}", device="cpu")
+    assert a.model_id != b.model_id
+
+
+def test_deterministic_and_batch_size_independent(tiny_clip_spec: str) -> None:
+    chips = _chips(7, seed=2)
+    one = load_open_clip_embedder(tiny_clip_spec, device="cpu", batch_size=1)
+    big = load_open_clip_embedder(tiny_clip_spec, device="cpu", batch_size=32)
+    a = one.encode_images(chips)
+    np.testing.assert_allclose(a, big.encode_images(chips), atol=1e-5)
+    np.testing.assert_array_equal(big.encode_images(chips), big.encode_images(chips))
+    np.testing.assert_allclose(one.encode_texts(TEXTS), big.encode_texts(TEXTS), atol=1e-5)
+    # Each row depends only on its own chip.
+    np.testing.assert_allclose(big.encode_images(chips[2:4]), a[2:4], atol=1e-5)
+
+
+def test_resizes_other_chip_sizes(tiny_clip_spec: str) -> None:
+    model = load_open_clip_embedder(tiny_clip_spec, device="cpu")
+    assert model.encode_images(_chips(2, size=100)).shape == (2, 32)
+
+
+def test_bf16_close_to_fp32(tiny_clip_spec: str) -> None:
+    chips = _chips(4, seed=3)
+    fp32 = load_open_clip_embedder(tiny_clip_spec, device="cpu").encode_images(chips)
+    bf16 = load_open_clip_embedder(tiny_clip_spec, device="cpu", precision="bf16").encode_images(chips)
+    assert np.all((fp32 * bf16).sum(axis=1) > 0.98)
+
+
+def test_random_builtin_architecture() -> None:
+    model = load_open_clip_embedder("RN50", device="cpu")  # smallest built-in, random weights
+    assert model.model_id == "open_clip:RN50"
+    assert model.encode_texts(["x"]).shape == (1, 1024)
+
+
+def test_hf_hub_offline_is_a_model_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="Hugging Face Hub"):
+        load_open_clip_embedder("hf-hub:geosearch-nonexistent/nothing-here")
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("NoSuchNet-99", "unknown open_clip architecture"),
+        ("ViT-B-32/not-a-tag", "unknown pretrained tag"),
+        ("ViT-B-32=/nonexistent/ckpt.pt", "not found"),
+        ("local-dir:/nonexistent/dir", "open_clip_config.json"),
+        ("", "empty"),
+    ],
+)
+def test_bad_specs_are_model_errors(spec: str, match: str) -> None:
+    with pytest.raises(ModelError, match=match):
+        load_open_clip_embedder(spec)
+
+
+def test_bad_inputs(tiny_clip_spec: str) -> None:
+    model = load_open_clip_embedder(tiny_clip_spec, device="cpu")
+    with pytest.raises(InvalidInput):
+        model.encode_images(np.zeros((1, 8, 8, 3), dtype=np.float32))  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput):
+        model.encode_texts("not a list")
+    with pytest.raises(ModelError):
+        load_open_clip_embedder(tiny_clip_spec, precision="fp8")
