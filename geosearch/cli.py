@@ -125,7 +125,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         elif scene.status == "already":
             print(f"already  {scene.path} ({scene.chips} chips; --force to redo)")
         else:
-            print(f"ingested {scene.path}: {scene.chips} chips, {scene.skipped} skipped (valid < {tile.min_valid})")
+            why = f" skipped (valid < {tile.min_valid})" if scene.skipped else " skipped"
+            print(f"ingested {scene.path}: {scene.chips} chips, {scene.skipped}{why}")
     rate = report.chips / report.seconds if report.seconds > 0 else 0.0
     print(
         f"{report.count('ingested')} scenes ingested, {report.count('already')} already in store, "
@@ -210,13 +211,24 @@ COMMANDS: dict[str, Any] = {
 }
 
 
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """``--bbox -180,-90,180,90`` is a value, not an option: argparse only knows plain negative numbers."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in ("--bbox", "--gsd") and arg[:1] == "-" and arg[1:2].isdigit():
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["eval"]:
         from geosearch.evaluation import main as eval_main
 
         return eval_main(argv[1:])
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_join_negative_values(argv))
     try:
         return int(COMMANDS[args.command](args))
     except GeoSearchError as exc:

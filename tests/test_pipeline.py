@@ -42,6 +42,19 @@ def test_sample_scenes_ingest_with_exact_counts(ingested, sample_scenes) -> None
     assert all(h.payload.footprint["type"] == "Polygon" for h in hits)
 
 
+def test_every_shared_scene_ingests(fresh_engine, scenes_dir) -> None:  # type: ignore[no-untyped-def]
+    """All shared scenes (UTM N/S, 3857, 4326; uint8/uint16; nodata, alpha, mask) go in, counted exactly."""
+    paths = sorted(scenes_dir.rglob("*.tif"))
+    report = ingest(fresh_engine, paths, IngestOptions(captions=False))
+    assert report.ok, [(s.path, s.error) for s in report.scenes if s.error]
+    assert len(report.scenes) == len(paths)
+    by_path = {Path(s.path).resolve(): s for s in report.scenes}
+    for path in paths:
+        result = by_path[path.resolve()]
+        assert (result.chips, result.skipped) == expected_chips(path, TileOptions()), path.name
+    assert fresh_engine.store.count() == report.chips > 0
+
+
 def test_reingest_is_idempotent_and_delete_removes_everything(fresh_engine, scenes_dir) -> None:  # type: ignore[no-untyped-def]
     scene = scenes_dir / "rasterio" / "cogeo.tif"
     engine = fresh_engine

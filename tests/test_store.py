@@ -173,6 +173,8 @@ QUERIES: list[dict[str, Any]] = [
     {"bbox": (-10.0, -5.0, 10.0, 5.0)},
     {"bbox": (179.0, -20.0, -179.0, 20.0)},  # antimeridian
     {"bbox": (179.9, -20.0, 180.0, 20.0)},  # only footprints wrapping from the west side reach it
+    {"bbox": (-180.0, -90.0, 180.0, 90.0)},  # the whole globe: Qdrant's box misses all of it if passed as is
+    {"bbox": (0.0, -90.0, 180.0, 90.0)},  # pole to pole
     {"scene": "s2"},
     {"interval": ("2021-01-01", "2022-12-31")},
     {"interval": ("2022-01-01", None)},

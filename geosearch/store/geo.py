@@ -53,6 +53,9 @@ def split_antimeridian(bbox: BBox) -> list[BBox]:
     return [(west, south, 180.0, north), (-180.0, south, east, north)]
 
 
+_POLE = 90.0 - 1e-6
+
+
 def centre_boxes(boxes: Sequence[BBox], margin_lon: float, margin_lat: float) -> list[BBox]:
     """Grow each box by the footprint margin so that every chip touching it has its centre inside.
 
@@ -61,10 +64,12 @@ def centre_boxes(boxes: Sequence[BBox], margin_lon: float, margin_lat: float) ->
     out: list[BBox] = []
     mlon, mlat = margin_lon + _EPS, margin_lat + _EPS
     for west, south, east, north in boxes:
-        s, n = max(-90.0, south - mlat), min(90.0, north + mlat)
+        # Qdrant's geo box matches nothing when a side lies exactly on a pole or spans -180..180
+        # (measured on qdrant-edge 0.9), so poles are pulled in by ~0.1 m and the globe is two halves.
+        s, n = max(-_POLE, south - mlat), min(_POLE, north + mlat)
         w, e = west - mlon, east + mlon
         if e - w >= 360.0:
-            out.append((-180.0, s, 180.0, n))
+            out.extend([(-180.0, s, 0.0, n), (0.0, s, 180.0, n)])
             continue
         if w < -180.0:
             out.append((w + 360.0, s, 180.0, n))
