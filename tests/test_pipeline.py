@@ -139,8 +139,9 @@ def test_antimeridian_bbox(antimeridian_engine) -> None:  # type: ignore[no-unty
     plain = engine.search(SearchQuery(q="trees", bbox=(-180.0, -20.0, -179.8, -10.0), limit=1000))
     assert {names[h.payload.scene_id] for h in plain} == {"east_of_180.tif"}
     # The same over HTTP, as a STAC-style bbox with west > east.
-    from geosearch.api import create_app
     from litestar.testing import TestClient
+
+    from geosearch.api import create_app
 
     with TestClient(create_app(engine)) as client:
         response = client.get("/search", params={"q": "trees", "bbox": "179.8,-20,-179.8,-10", "limit": 1000})
