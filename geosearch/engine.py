@@ -37,7 +37,7 @@ class _TextCache:
             if text in self._items:
                 self._items.move_to_end(text)
                 return self._items[text]
-        vector = self._embedder.encode_texts([text])[0]
+        vector: NDArray[np.float32] = self._embedder.encode_texts([text])[0]
         with self._lock:
             self._items[text] = vector
             while len(self._items) > self._size:

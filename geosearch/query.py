@@ -22,7 +22,7 @@ def parse_bbox(value: str | Sequence[float] | None) -> BBox | None:
     """Parse ``minx,miny,maxx,maxy`` (lon/lat, WGS84). ``minx > maxx`` crosses the antimeridian."""
     if value is None:
         return None
-    parts: list[object] = value.split(",") if isinstance(value, str) else list(value)
+    parts: list[object] = list(value.split(",")) if isinstance(value, str) else list(value)
     if len(parts) != 4:
         raise InvalidInput(f"bbox must have 4 numbers minx,miny,maxx,maxy; got {len(parts)}")
     try:

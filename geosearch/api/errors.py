@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import MediaType, Request, Response
 
 from geosearch.errors import (
@@ -34,6 +36,6 @@ def status_for(exc: GeoSearchError) -> int:
     return 500
 
 
-def handle_geosearch_error(_: Request[object, object, object], exc: GeoSearchError) -> Response[object]:
+def handle_geosearch_error(_: Request[Any, Any, Any], exc: GeoSearchError) -> Response[object]:
     code = status_for(exc)
     return Response({"status_code": code, "detail": str(exc)}, status_code=code, media_type=MediaType.JSON)

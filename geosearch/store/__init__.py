@@ -99,9 +99,9 @@ def open_store(
 ) -> ChipStore:
     """Open (or create) the collection of `model_id` in the store that the arguments/environment name.
 
-    Options (see `StoreOptions`): exact_threshold, hnsw_ef, hnsw_m, ef_construct, acorn, quantization,
-    oversampling, on_disk_vectors, optimize_threshold, full_scan_threshold_kb, indexing_threshold_kb,
-    collection, backend, shard_number, replication_factor, timeout.
+    Options (see `StoreOptions`): exact_threshold, exact_count_limit, hnsw_ef, hnsw_m, ef_construct, acorn,
+    vector_datatype, quantization, oversampling, on_disk_vectors, optimize_threshold, full_scan_threshold_kb,
+    indexing_threshold_kb, collection, backend, shard_number, replication_factor, timeout.
     """
     if not model_id:
         raise InvalidInput("model_id must not be empty")

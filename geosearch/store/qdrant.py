@@ -23,6 +23,7 @@ from geosearch.store.base import INDEXED_FIELDS, BaseStore, Meta, Row, StoreOpti
 
 _BATCH = 256
 _QUANTILE = 0.99  # as in geosearch.store.edge
+_DATATYPES = {"float16": qm.Datatype.FLOAT16, "float32": qm.Datatype.FLOAT32}
 _SCHEMA = {
     "geo": qm.PayloadSchemaType.GEO,
     "keyword": qm.PayloadSchemaType.KEYWORD,
@@ -152,7 +153,12 @@ class QdrantStore(BaseStore):
         )
         self.client.create_collection(
             self.collection,
-            vectors_config=qm.VectorParams(size=self.dim, distance=qm.Distance.COSINE, on_disk=opts.on_disk_vectors),
+            vectors_config=qm.VectorParams(
+                size=self.dim,
+                distance=qm.Distance.COSINE,
+                on_disk=opts.on_disk_vectors,
+                datatype=_DATATYPES[opts.vector_datatype],
+            ),
             quantization_config=quantization,
             hnsw_config=qm.HnswConfigDiff(
                 m=opts.hnsw_m, ef_construct=opts.ef_construct, full_scan_threshold=opts.full_scan_threshold_kb
@@ -208,7 +214,7 @@ class QdrantStore(BaseStore):
     def _query(self, vector: list[float], where: Where, limit: int, exact: bool) -> list[Row]:
         flt = _qdrant_filter(where)
         if exact:
-            params = qm.SearchParams(exact=True)
+            params = qm.SearchParams(exact=True, quantization=qm.QuantizationSearchParams(ignore=True))
         else:
             # ACORN whenever filtered: see geosearch.store.edge for why max_selectivity=1.
             use_acorn = flt is not None and self.options.acorn
@@ -233,6 +239,10 @@ class QdrantStore(BaseStore):
     def _count(self, where: Where) -> int:
         with self._errors():
             return int(self.client.count(self.collection, count_filter=_qdrant_filter(where), exact=True).count)
+
+    def _estimate(self, where: Where) -> int:
+        with self._errors():
+            return int(self.client.count(self.collection, count_filter=_qdrant_filter(where), exact=False).count)
 
     def _scroll(self, where: Where, limit: int, offset: str | None) -> tuple[list[Row], str | None]:
         with self._errors():

@@ -1,0 +1,216 @@
+"""Helpers shared by the benchmark scripts: real base embeddings, memory probes, machine info, summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+SCENES_DIR = SHARED_DATA / "scenes"
+UCM_DIR = SHARED_DATA / "ucm-captions"
+
+
+def cache_dir() -> Path:
+    """Scratch space outside the repository (vectors, stores, mosaics)."""
+    path = Path(os.environ.get("GEOSEARCH_BENCH_CACHE", Path(tempfile.gettempdir()) / "geosearch-bench"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# ---- memory ------------------------------------------------------------------------------------
+def proc_status() -> dict[str, int]:
+    """VmRSS, VmHWM, RssAnon, RssFile ... of this process in bytes (Linux /proc/self/status)."""
+    out: dict[str, int] = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            parts = rest.split()
+            if len(parts) == 2 and parts[1] == "kB":
+                out[key] = int(parts[0]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+def rss_bytes() -> int:
+    return proc_status().get("VmRSS", 0)
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set of this process (ru_maxrss is KiB on Linux)."""
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def dir_size(path: Path) -> int:
+    """Allocated bytes under `path` (sparse files count what they occupy, like `du`)."""
+    total = 0
+    for p in path.rglob("*"):
+        try:
+            st = p.lstat()
+        except OSError:
+            continue
+        if p.is_file() and not p.is_symlink():
+            total += st.st_blocks * 512
+    return total
+
+
+# ---- statistics ----------------------------------------------------------------------------------
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
+    ms = [s * 1e3 for s in seconds]
+    return {
+        "p50_ms": round(percentile(ms, 50), 3),
+        "p99_ms": round(percentile(ms, 99), 3),
+        "mean_ms": round(statistics.fmean(ms), 3) if ms else float("nan"),
+        "n": len(ms),
+    }
+
+
+# ---- machine and summary ------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = (0.0, 0.0, 0.0)
+    return {
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_model": model,
+        "memory_gb": round(mem / 2**30, 1),
+        "python": platform.python_version(),
+        "loadavg_at_start": [round(x, 2) for x in load],
+    }
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def update_summary(keys: dict[str, Any], path: Path | None = None) -> Path:
+    """Read-modify-write `benchmarks/results/summary.json`: each script owns only its own keys."""
+    path = path or RESULTS / "summary.json"
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = json.loads(path.read_text())
+        except ValueError:
+            data = {}
+    data.update(keys)
+    data["machine"] = {k: v for k, v in machine().items() if k in ("cores", "cpu_model", "memory_gb")}
+    data["date"] = now_iso()
+    write_json(path, data)
+    return path
+
+
+# ---- real embeddings ----------------------------------------------------------------------------
+def scene_paths() -> list[Path]:
+    return sorted(p for p in SCENES_DIR.rglob("*") if p.suffix.lower() in (".tif", ".tiff"))
+
+
+def scene_chip_pixels() -> NDArray[np.uint8]:
+    """Every chip (default tiling, min_valid 0.5) of every shared scene, as (N, 224, 224, 3) uint8."""
+    from geosearch.tilers import TileOptions, open_scene
+
+    options = TileOptions()
+    chips: list[NDArray[np.uint8]] = []
+    for path in scene_paths():
+        with open_scene(path, options) as scene:
+            for spec in scene.windows():
+                chip = scene.read(spec)
+                if chip.valid_fraction >= options.min_valid:
+                    chips.append(chip.pixels)
+    return np.stack(chips)
+
+
+def ucm_pixels(limit: int | None = None) -> NDArray[np.uint8]:
+    """UCM-Captions images resized to 224x224 RGB (bilinear), in file-name order."""
+    from PIL import Image
+
+    files = sorted((UCM_DIR / "images").glob("*.jpg"), key=lambda p: int(p.stem))
+    if limit is not None:
+        files = files[:limit]
+    out = np.empty((len(files), 224, 224, 3), np.uint8)
+    for i, f in enumerate(files):
+        with Image.open(f) as im:
+            out[i] = np.asarray(im.convert("RGB").resize((224, 224), Image.Resampling.BILINEAR))
+    return out
+
+
+def ucm_sentences() -> list[str]:
+    """Unique UCM caption sentences (real user-like queries), in a fixed order."""
+    data = json.loads((UCM_DIR / "captions.json").read_text())
+    seen: dict[str, None] = {}
+    for image in data["images"]:
+        for sentence in image["sentences"]:
+            text = " ".join(str(sentence["raw"]).split()).strip(" .")
+            if text:
+                seen.setdefault(text, None)
+    return list(seen)
+
+
+def base_vectors(embedder: Any, *, log: Any = print) -> NDArray[np.float32]:
+    """Real chip embeddings (shared scenes + UCM), computed once per model and cached in /tmp."""
+    path = cache_dir() / f"base-{slug(embedder.model_id)}.npy"
+    if path.exists():
+        return np.load(path)
+    t0 = time.perf_counter()
+    pixels = np.concatenate([scene_chip_pixels(), ucm_pixels()])
+    log(f"embedding {len(pixels)} real chips once (cached in {path}) ...")
+    vectors = np.concatenate([embedder.encode_images(pixels[i : i + 64]) for i in range(0, len(pixels), 64)]).astype(
+        np.float32
+    )
+    np.save(path, vectors)
+    log(f"embedded {len(vectors)} chips in {time.perf_counter() - t0:.0f} s")
+    return vectors
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text)
