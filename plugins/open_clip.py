@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from geosearch.plugins.base import Embedder, ImageBatch, Vectors, check_image_batch
+from open_clip.hf_model import HFTextEncoder
 from torch import nn
 
 from geosearch.errors import ModelError
@@ -102,6 +103,9 @@ class OpenClipEmbedder:
         if self.channels_last:
             self.model.visual.to(memory_format=torch.channels_last)  # type: ignore[union-attr]
         self.precision = precision
+        text = getattr(self.model, "text", None)
+        pad_id = text.config.pad_token_id if isinstance(text, HFTextEncoder) else None
+        self._text_pad_id: int | None = None if pad_id is None else int(pad_id)
         with torch.inference_mode():
             probe = self._encode_text_batch(["a"])
         self.dim = int(probe.shape[1])
@@ -137,7 +141,13 @@ class OpenClipEmbedder:
         return out
 
     def _encode_text_batch(self, texts: Sequence[str]) -> torch.Tensor:
-        ids = self.tokenizer(list(texts)).to(self.device)
+        ids = self.tokenizer(list(texts))
+        if self._text_pad_id is not None:
+            # Tokenizers pad to the full context length; a Hugging Face tower masks padding by
+            # token id, so dropping all-padding columns is exact and cuts query latency.
+            used = (ids != self._text_pad_id).any(dim=0).nonzero()
+            ids = ids[:, : int(used.max()) + 1] if len(used) else ids[:, :1]
+        ids = ids.to(self.device)
         with self._autocast(self.text_bf16):
             feats = self.model.encode_text(ids)  # type: ignore[operator]
         return F.normalize(feats.float(), dim=-1)

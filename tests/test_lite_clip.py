@@ -108,6 +108,18 @@ def test_default_embedder(embedder: Any) -> None:
     np.testing.assert_allclose(np.linalg.norm(txt, axis=1), 1, atol=1e-4)
 
 
+def test_text_encoding_without_padding_columns_is_exact(embedder: Any) -> None:
+    """encode_texts drops all-padding columns for speed; the vectors must equal full-context ones."""
+    texts = ["a", "oil storage tanks near the port", " ".join(["many green trees around a parking lot"] * 3)]
+    ids = embedder.tokenizer(texts)
+    assert ids.shape[1] > (ids != embedder._text_pad_id).sum(1).max()  # the tokenizer does pad
+    with torch.inference_mode():
+        full = torch.nn.functional.normalize(embedder.model.encode_text(ids).float(), dim=-1).numpy()
+    np.testing.assert_allclose(embedder.encode_texts(texts), full, atol=1e-5)
+    single = np.stack([embedder.encode_texts([t])[0] for t in texts])
+    np.testing.assert_allclose(single, full, atol=1e-5)
+
+
 def test_missing_trained_tensor_is_a_model_error(tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
