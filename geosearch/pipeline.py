@@ -11,17 +11,20 @@ only after its last chip is written, so an interrupted run redoes it next time.
 from __future__ import annotations
 
 import glob
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 
 from geosearch.engine import Engine
 from geosearch.errors import GeoSearchError, InvalidInput
@@ -41,6 +44,10 @@ class IngestOptions:
     force: bool = False
     read_workers: int = 2
     queue_batches: int = 4
+    gdal_cache_mb: int | None = 64
+    """GDAL's block cache while ingesting. GDAL's default (5 % of RAM) fills as a large scene streams
+    through once, which made peak RSS grow with scene size and starved the model of CPU (measured:
+    10,000² mosaic, 0.53 → 0.92 of model-only throughput). None: GDAL's default or $GDAL_CACHEMAX."""
 
 
 @dataclass
@@ -406,9 +413,18 @@ def ingest(
     progress: Callable[[int, int, int], None] | None = None,
 ) -> IngestReport:
     """Ingest files, folders or globs; see `Ingestor` for the stages."""
-    ingestor = Ingestor(engine, options or IngestOptions(), progress)
-    jobs = ingestor.plan(expand_paths(paths))
-    return ingestor.run(jobs)
+    options = options or IngestOptions()
+    ingestor = Ingestor(engine, options, progress)
+    with _gdal_env(options.gdal_cache_mb):
+        jobs = ingestor.plan(expand_paths(paths))
+        return ingestor.run(jobs)
+
+
+def _gdal_env(cache_mb: int | None) -> AbstractContextManager[object]:
+    """A rasterio.Env bounding GDAL's (process-wide) block cache, unless the user set GDAL_CACHEMAX."""
+    if cache_mb is None or "GDAL_CACHEMAX" in os.environ:
+        return nullcontext()
+    return rasterio.Env(GDAL_CACHEMAX=cache_mb)
 
 
 def _now() -> str:
