@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,6 +44,10 @@ class IngestOptions:
     force: bool = False
     read_workers: int = 2
     queue_batches: int = 4
+    io_nice: int | None = 10
+    """Niceness of the read and write threads (Linux, per thread). The model's intra-op threads then win
+    the cores whenever both want them: on 2 cores a descheduled OpenMP thread stalls the whole batch.
+    None: leave every thread at the process's priority."""
     gdal_cache_mb: int | None = 64
     """GDAL's block cache while ingesting. GDAL's default (5 % of RAM) fills as a large scene streams
     through once, which made peak RSS grow with scene size and starved the model of CPU (measured:
@@ -212,10 +216,19 @@ class Ingestor:
             except queue.Empty:
                 continue
 
+    def _lower_priority(self) -> None:
+        """Renice the calling thread by `io_nice` (Linux applies setpriority on a thread id to that thread)."""
+        if self.options.io_nice and hasattr(os, "setpriority"):
+            with suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.options.io_nice)
+
     def _read(self, jobs: list[_Job], out: queue.Queue[object]) -> None:
         size = self.options.batch_size
+        self._lower_priority()
         try:
-            with ThreadPoolExecutor(self.options.read_workers, thread_name_prefix="geosearch-read") as pool:
+            with ThreadPoolExecutor(
+                self.options.read_workers, thread_name_prefix="geosearch-read", initializer=self._lower_priority
+            ) as pool:
                 for job in jobs:
                     if job.result.status != "pending":
                         continue
@@ -286,6 +299,7 @@ class Ingestor:
             self._put(out, item)
 
     def _write(self, inbox: queue.Queue[object]) -> None:
+        self._lower_priority()
         model_id = self.engine.embedder.model_id
         settings = self.settings()
         failed: set[int] = set()

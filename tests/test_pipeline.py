@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +151,23 @@ def test_antimeridian_bbox(antimeridian_engine) -> None:  # type: ignore[no-unty
     features = response.json()["features"]
     assert sorted(f["id"] for f in features) == sorted(h.id for h in hits)
     assert {names[f["properties"]["scene"]] for f in features} == {"west_of_180.tif", "east_of_180.tif"}
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="per-thread niceness is a Linux feature")
+@pytest.mark.parametrize("io_nice", [None, 7])
+def test_io_threads_yield_the_cpu_to_the_model(fresh_engine, scenes_dir, io_nice) -> None:  # type: ignore[no-untyped-def]
+    """Store writes (and reads) run at `io_nice` so the model's threads win the cores; the caller's
+    thread keeps its priority."""
+    seen: list[int] = []
+
+    def progress(done: int, scenes: int, total: int) -> None:  # called from the writer thread
+        if threading.current_thread() is not threading.main_thread():
+            seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    report = ingest(
+        fresh_engine, [scenes_dir / "rasterio" / "cogeo.tif"], IngestOptions(captions=False, io_nice=io_nice), progress
+    )
+    assert report.ok and seen
+    assert set(seen) == {base if io_nice is None else max(base, io_nice)}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
