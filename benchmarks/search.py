@@ -390,6 +390,20 @@ def mb(value: int | None) -> float | None:
     return None if value is None else round(value / 2**20, 1)
 
 
+SEARCH_TIME_OPTIONS = ("hnsw_ef", "acorn", "exact_threshold", "exact_count_limit", "oversampling")
+"""Store options that only steer queries: changing them reuses a built store."""
+
+
+def _same_build(old: Any, new: dict[str, Any]) -> bool:
+    def strip(key: Any) -> Any:
+        if not isinstance(key, dict) or not isinstance(key.get("options"), dict):
+            return key
+        opts = {k: v for k, v in key["options"].items() if k not in SEARCH_TIME_OPTIONS}
+        return {**key, "options": opts}
+
+    return bool(strip(old) == strip(new))
+
+
 def ensure_store(
     n: int, args: argparse.Namespace, base: NDArray[np.float32], model_id: str, options: dict[str, Any]
 ) -> tuple[Path, dict[str, NDArray[Any]], Path, Path, dict[str, Any]]:
@@ -405,7 +419,7 @@ def ensure_store(
     build_key = {"n": n, "options": effective, "base": len(base), "jitter": JITTER, "model_id": model_id}
     key_path = work / "edge-build.json"
     build: dict[str, Any]
-    if not args.rebuild and key_path.exists() and json.loads(key_path.read_text()).get("key") == build_key:
+    if not args.rebuild and key_path.exists() and _same_build(json.loads(key_path.read_text()).get("key"), build_key):
         build = json.loads(key_path.read_text())["build"]
         print(f"reusing store {store_dir} (built earlier: {build})", flush=True)
     else:
