@@ -438,7 +438,8 @@ def _gdal_env(cache_mb: int | None) -> AbstractContextManager[object]:
     """A rasterio.Env bounding GDAL's (process-wide) block cache, unless the user set GDAL_CACHEMAX."""
     if cache_mb is None or "GDAL_CACHEMAX" in os.environ:
         return nullcontext()
-    return rasterio.Env(GDAL_CACHEMAX=cache_mb)
+    env: AbstractContextManager[object] = rasterio.Env(GDAL_CACHEMAX=cache_mb)
+    return env
 
 
 def _now() -> str:
