@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from geosearch.errors import GeoSearchError, InvalidInput, ModelError
+from geosearch.errors import GeoSearchError, InvalidInput
 
 CAPTION_KEYS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 PUBLISHED = {
@@ -141,19 +141,8 @@ def run_evaluation(
     ret = retrieval_metrics(img_vec, txt_vec, owner)
     references = [list(r.captions) for r in records]
 
-    cap_spec = captioner or FULL_CAPTIONER
-    scores: dict[str, float | None] = dict.fromkeys(CAPTION_KEYS)
-    cap_id: str | None = None
-    cap_error: str | None = None
-    try:
-        cap = load_captioner(cap_spec, embedder=emb)
-    except ModelError as exc:
-        if captioner:  # asked for by name: a hard error
-            raise
-        cap_error = str(exc)  # the full captioner is not installed: its scores are null, not guessed
-    else:
-        cap_id = cap.model_id
-        scores = caption_metrics(references, _caption_all(cap, images))
+    cap = load_captioner(captioner or FULL_CAPTIONER, embedder=emb)
+    scores = caption_metrics(references, _caption_all(cap, images))
     fast_scores: dict[str, float | None] = dict.fromkeys(CAPTION_KEYS)
     fast_id: str | None = None
     if fast_captioner:
@@ -166,8 +155,7 @@ def run_evaluation(
         "captioning_fast": fast_scores,
         "model": {
             "embedder": emb.model_id,
-            "captioner": cap_id,
-            "captioner_error": cap_error,
+            "captioner": cap.model_id,
             "fast_captioner": fast_id,
             "caption_tokenizer": "ptb" if java_available() else "simple",
         },
@@ -192,8 +180,6 @@ def format_report(result: dict[str, Any]) -> str:
         "",
         f"{'captioning':<28}" + "".join(f"{k:>8}" for k in CAPTION_KEYS),
     ]
-    if m.get("captioner_error"):
-        lines.append(f"(full captioner not scored: {m['captioner_error']})")
     for label, key in ((m["captioner"], "captioning"), (m["fast_captioner"], "captioning_fast")):
         if label is None:
             continue

@@ -34,19 +34,8 @@ def nearest(embedder: Embedder) -> Captioner:
     return load_captioner("nearest-caption", embedder=embedder)
 
 
-def _capret_shipped() -> bool:
-    from geosearch.plugins.capret import CONFIG_NAME, MAPPER_NAME, WEIGHTS_DIR
-
-    return (WEIGHTS_DIR / CONFIG_NAME).is_file() and (WEIGHTS_DIR / MAPPER_NAME).is_file()
-
-
-needs_capret = pytest.mark.skipif(not _capret_shipped(), reason="lite-capret mapper weights are not shipped yet")
-
-
 @pytest.fixture(scope="module")
 def capret(embedder: Embedder) -> Captioner:
-    if not _capret_shipped():
-        pytest.skip("lite-capret mapper weights are not shipped yet")
     return load_captioner("lite-capret", embedder=embedder)
 
 
@@ -118,7 +107,6 @@ def test_capret_names_the_class(capret: Captioner, class_images: tuple[list[UcmR
     assert hits[0] and hits[1], texts[:2]  # airplane, tennis court
 
 
-@needs_capret
 def test_capret_refuses_other_embedder(embedder: Embedder, tmp_path: Path) -> None:
     from geosearch.plugins.capret import WEIGHTS_DIR, load_capret_captioner
 
