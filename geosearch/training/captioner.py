@@ -17,6 +17,7 @@ import json
 import math
 import random
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from geosearch.plugins.capret import (
     prefix_out_scale,
     stop_ids_for,
 )
-from geosearch.plugins.nearest_caption import NearestCaptioner, clean_caption, write_bank
+from geosearch.plugins.nearest_caption import ImageNeighbours, NearestCaptioner, clean_caption, write_bank
 from geosearch.training.data import UcmRecord, load_images, load_ucm
 
 
@@ -98,25 +99,65 @@ def val_scores(refs: list[list[str]], hyps: list[str]) -> dict[str, float | None
     return caption_metrics(refs, hyps, use_java=False)
 
 
+def consensus_matrix(captions: list[str], image_captions: NDArray[np.int64]) -> NDArray[np.float32]:
+    """Caption x caption similarity: mean over n = 1..4 of the cosine of tf-idf n-gram vectors.
+
+    CIDEr's weighting (document frequency counted over images' reference sets), without its
+    length penalty: what the consensus vote compares candidates with.
+    """
+    from geosearch.evaluation import simple_tokenize
+
+    words = [simple_tokenize(c).split() for c in captions]
+    n_images = len(image_captions)
+    sim = np.zeros((len(captions), len(captions)), np.float32)
+    for n in range(1, 5):
+        grams = [[tuple(w[i : i + n]) for i in range(len(w) - n + 1)] for w in words]
+        df: Counter[tuple[str, ...]] = Counter()
+        for row in image_captions:
+            df.update({g for c in row if c >= 0 for g in grams[c]})
+        col = {g: j for j, g in enumerate(sorted(df))}
+        x = np.zeros((len(captions), len(col)), np.float32)
+        for i, gs in enumerate(grams):
+            for g, count in Counter(gs).items():
+                if g in col:
+                    x[i, col[g]] = count / len(gs) * math.log(n_images / df[g])
+        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        sim += x @ x.T / 4
+    return sim
+
+
 def build_bank(
     embedder: Any,
     train: list[UcmRecord],
+    train_feats: NDArray[np.float32],
     val: list[UcmRecord],
     val_feats: NDArray[np.float32],
     out: Path,
 ) -> dict[str, Any]:
-    """Write the nearest-caption bank and report val CIDEr for top-1 vs top-k consensus."""
+    """Write the nearest-caption bank with the neighbour count that scores best on val (CIDEr)."""
     captions = sorted({clean_caption(c) for r in train for c in r.captions} - {""})
+    row_of = {c: i for i, c in enumerate(captions)}
+    image_captions = np.full((len(train), max(len(r.captions) for r in train)), -1, np.int64)
+    for i, r in enumerate(train):
+        ids = [row_of[c] for c in map(clean_caption, r.captions) if c]
+        image_captions[i, : len(ids)] = ids
+    consensus = consensus_matrix(captions, image_captions)
     vectors = np.asarray(embedder.encode_texts(captions), dtype=np.float32)
-    write_bank(out, captions, vectors, embedder.model_id)
     refs = [list(r.captions) for r in val]
-    report: dict[str, Any] = {"n_captions": len(captions)}
-    for k in (1, 3, 5, 10, 20):
-        nc = NearestCaptioner(embedder, captions, vectors, top_k=k)
-        hyps = [captions[i] for i in nc.choose(val_feats)]
-        s = val_scores(refs, hyps)
-        report[f"top{k}"] = {"BLEU-4": s["BLEU-4"], "CIDEr": s["CIDEr"]}
-        print(f"nearest-caption val k={k}: BLEU-4 {s['BLEU-4']:.3f} CIDEr {s['CIDEr']:.3f}", flush=True)
+    report: dict[str, Any] = {"n_captions": len(captions), "n_images": len(train)}
+    text_only = NearestCaptioner(embedder, captions, vectors)
+    s = val_scores(refs, [captions[i] for i in text_only.choose(val_feats)])
+    report["text_top1"] = {"BLEU-4": s["BLEU-4"], "CIDEr": s["CIDEr"]}
+    print(f"nearest caption text (joint space) val: BLEU-4 {s['BLEU-4']:.3f} CIDEr {s['CIDEr']:.3f}", flush=True)
+    best: tuple[float, int] = (-1.0, 1)
+    for k in (1, 5, 10, 20, 30, 40, 60):
+        nb = ImageNeighbours(train_feats, image_captions, consensus, k)
+        s = val_scores(refs, [captions[i] for i in nb.choose(val_feats)])
+        report[f"neighbours{k}"] = {"BLEU-4": s["BLEU-4"], "CIDEr": s["CIDEr"]}
+        print(f"image neighbours k={k} val: BLEU-4 {s['BLEU-4']:.3f} CIDEr {s['CIDEr']:.3f}", flush=True)
+        best = max(best, (float(s["CIDEr"] or 0.0), k))
+    report["neighbours"] = best[1]
+    write_bank(out, embedder.model_id, captions, vectors, ImageNeighbours(train_feats, image_captions, consensus, best[1]))
     return report
 
 
@@ -160,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     val = load_ucm(args.data, "val")
     val_feats = cached_features(embedder, val, 1, args.feature_cache, "val")[0]
     if args.bank_out is not None or args.bank_only:
-        bank_report = build_bank(embedder, train, val, val_feats, args.bank_out or args.out)
+        train_plain = cached_features(embedder, train, 1, args.feature_cache, "train")[0]
+        bank_report = build_bank(embedder, train, train_plain, val, val_feats, args.bank_out or args.out)
         if args.bank_only:
             print(json.dumps(bank_report))
             return 0
