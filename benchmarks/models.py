@@ -69,8 +69,11 @@ def run_embedder(precision: str, device: str, threads: int, batch: int, repeats:
     load_s = time.perf_counter() - t0
     images = _images(batch)
     rate, _ = _rate(lambda: emb.encode_images(images), batch, repeats)
-    ref = load_embedder(None, precision="fp32", device=device).encode_images(images)
-    cos = float(np.min(np.sum(ref * emb.encode_images(images), axis=1)))
+    # Precision is a property of the towers: compare them without the caption memory, whose
+    # top-k neighbour choice can amplify a last-bit difference (its effect is scored by `geosearch eval`).
+    tower = load_embedder(None, precision=precision, device=device, memory=False)
+    ref = load_embedder(None, precision="fp32", device=device, memory=False).encode_images(images)
+    cos = float(np.min(np.sum(ref * tower.encode_images(images), axis=1)))
     emb.encode_texts(QUERIES[:1])
     lat = []
     for _ in range(max(3, repeats)):

@@ -29,6 +29,8 @@ MODEL_NAME = "geosearch-lite-clip"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "lite_clip"
 CONFIG_FILE = WEIGHTS_DIR / f"{MODEL_NAME}.json"
 TRAINED_FILE = WEIGHTS_DIR / "trained.safetensors"
+MEMORY_NAME = "memory.safetensors"
+"""Caption memory (see caption_memory.py), built from the trained model on the UCM train split."""
 MEAN_STD = (0.5, 0.5)
 """EfficientNet-Lite (TF) was trained on inputs scaled to [-1, 1]."""
 
@@ -232,13 +234,18 @@ def load_trained(model: nn.Module, path: Path = TRAINED_FILE) -> None:
     model.load_state_dict(trained, strict=False)
 
 
-def model_id(path: Path = TRAINED_FILE) -> str:
-    """Stable id that changes with the trained weights, so a store never mixes two versions' vectors."""
+def model_id(weights_dir: Path = WEIGHTS_DIR, *, memory: bool = True) -> str:
+    """Stable id that changes with the trained weights and the memory, so a store never mixes
+    two versions' vectors."""
     import hashlib
 
-    if not path.is_file():
-        raise ModelError(f"geosearch-lite-clip trained weights missing: {path}")
-    return f"{MODEL_NAME}-{hashlib.sha256(path.read_bytes()).hexdigest()[:10]}"
+    files = [weights_dir / TRAINED_FILE.name] + ([weights_dir / MEMORY_NAME] if memory else [])
+    h = hashlib.sha256()
+    for path in files:
+        if not path.is_file():
+            raise ModelError(f"geosearch-lite-clip file missing: {path}")
+        h.update(path.read_bytes())
+    return f"{MODEL_NAME}-{h.hexdigest()[:10]}" if memory else f"{MODEL_NAME}-nomemory-{h.hexdigest()[:10]}"
 
 
 def load_lite_clip(
@@ -247,21 +254,25 @@ def load_lite_clip(
     device: str | None = None,
     batch_size: int = 32,
     precision: str = "auto",
+    memory: bool = True,
+    weights_dir: Path = WEIGHTS_DIR,
 ) -> Embedder:
     """Entry point ``lite-clip``: the offline default embedder (spec is unused; kept for the registry).
 
     ``precision='auto'`` runs the CNN in bf16 autocast + channels_last on CPU (about 2x faster,
     cosine > 0.99 to fp32) and fp32 elsewhere; ``'fp32'`` / ``'bf16'`` force one.
+    ``memory=False`` gives the plain model without its caption memory (what the memory is built from).
     """
+    from geosearch.plugins.caption_memory import CaptionMemory
     from geosearch.plugins.open_clip import OpenClipEmbedder
 
     if spec not in ("", None, MODEL_NAME):
         raise ModelError(f"lite-clip takes no argument (got {spec!r})")
-    model = build_model()
-    load_trained(model)
+    model = build_model(config_path=weights_dir / CONFIG_FILE.name)
+    load_trained(model, weights_dir / TRAINED_FILE.name)
     for p in model.parameters():
         p.requires_grad_(False)
-    cfg = read_model_config()
+    cfg = read_model_config(weights_dir / CONFIG_FILE.name)
     text_dir = minilm_dir()
     from open_clip.tokenizer import HFTokenizer
 
@@ -269,7 +280,7 @@ def load_lite_clip(
     return OpenClipEmbedder(
         model,
         tokenizer,
-        model_id=model_id(),
+        model_id=model_id(weights_dir, memory=memory),
         image_size=int(cfg["vision_cfg"].get("image_size", 224)),
         mean=(MEAN_STD[0],) * 3,
         std=(MEAN_STD[1],) * 3,
@@ -277,4 +288,5 @@ def load_lite_clip(
         batch_size=batch_size,
         precision=precision,
         interpolation="bilinear",  # as in training (UCM 256 px -> 224)
+        memory=CaptionMemory.load(weights_dir / MEMORY_NAME) if memory else None,
     )

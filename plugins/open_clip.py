@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from geosearch.plugins.base import Embedder, ImageBatch, Vectors, check_image_batch
+from geosearch.plugins.caption_memory import CaptionMemory
 from open_clip.hf_model import HFTextEncoder
 from torch import nn
 
@@ -60,7 +61,8 @@ class OpenClipEmbedder:
 
     ``precision``: ``fp32``; ``bf16`` (autocast, both towers); ``auto`` = bf16 autocast +
     channels_last for the image tower on CPU when it is a CNN (measured ~2x faster on CPU at
-    cosine > 0.99 to fp32), fp32 otherwise.
+    cosine > 0.99 to fp32), fp32 otherwise. ``memory``: a `CaptionMemory` built with this very
+    model, applied to every image vector (text vectors are untouched).
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class OpenClipEmbedder:
         precision: str = "fp32",
         text_batch_size: int = 256,
         interpolation: str = "bicubic",
+        memory: CaptionMemory | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise ModelError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -109,6 +112,9 @@ class OpenClipEmbedder:
         with torch.inference_mode():
             probe = self._encode_text_batch(["a"])
         self.dim = int(probe.shape[1])
+        if memory is not None and memory.dim != self.dim:
+            raise ModelError(f"caption memory is {memory.dim}-d, the model {self.dim}-d")
+        self.memory = memory
 
     def _autocast(self, enabled: bool) -> AbstractContextManager[Any]:
         if not enabled:
@@ -138,7 +144,7 @@ class OpenClipEmbedder:
                     feats = self.model.encode_image(x)  # type: ignore[operator]
                 feats = F.normalize(feats.float(), dim=-1)
                 out[start : start + len(x)] = feats.cpu().numpy()
-        return out
+        return out if self.memory is None else self.memory.expand(out)
 
     def _encode_text_batch(self, texts: Sequence[str]) -> torch.Tensor:
         ids = self.tokenizer(list(texts))

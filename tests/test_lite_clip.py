@@ -175,6 +175,48 @@ def test_cpu_auto_precision_close_to_fp32(embedder: Any, ucm_subset: Any) -> Non
     if embedder.device.type != "cpu":
         pytest.skip("auto precision only differs on CPU")
     _, images = ucm_subset
-    fp32 = lite_clip.load_lite_clip(device="cpu", precision="fp32")
-    a, b = embedder.encode_images(images[:16]), fp32.encode_images(images[:16])
+    # The towers' precision; the caption memory's top-k choice would amplify last-bit differences.
+    auto = lite_clip.load_lite_clip(device="cpu", memory=False)
+    fp32 = lite_clip.load_lite_clip(device="cpu", precision="fp32", memory=False)
+    a, b = auto.encode_images(images[:16]), fp32.encode_images(images[:16])
     assert float((a * b).sum(axis=1).min()) > 0.99
+
+
+def test_caption_memory_moves_images_toward_their_neighbours_captions(embedder: Any, ucm_subset: Any) -> None:
+    """The shipped memory changes image vectors only (unit norm kept, texts untouched), it pulls an
+    image toward its own class's captions, and it is part of the model id."""
+    from geosearch.plugins.caption_memory import CaptionMemory
+
+    assert isinstance(embedder.memory, CaptionMemory) and embedder.memory.dim == embedder.dim
+    raw = lite_clip.load_lite_clip(memory=False)
+    assert raw.model_id != embedder.model_id and "nomemory" in raw.model_id
+    recs, images = ucm_subset
+    plain, mixed = raw.encode_images(images), embedder.encode_images(images)
+    np.testing.assert_allclose(np.linalg.norm(mixed, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(embedder.memory.expand(plain), mixed, atol=1e-5)
+    assert float((plain * mixed).sum(axis=1).max()) < 0.999  # it does move them
+    np.testing.assert_allclose(raw.encode_texts(SENTENCES), embedder.encode_texts(SENTENCES), atol=1e-6)
+    texts, owner = flatten_captions(recs)
+    txt = embedder.encode_texts(texts)
+    own = lambda img: np.mean([(txt[owner == i] @ img[i]).mean() for i in range(len(recs))])  # noqa: E731
+    assert own(mixed) > own(plain) + 0.02
+
+
+def test_caption_memory_rejects_bad_files(tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    from geosearch.plugins.caption_memory import CaptionMemory
+
+    with pytest.raises(ModelError, match="same"):
+        CaptionMemory(np.ones((4, 8), np.float32), np.ones((3, 8), np.float32), k=2, weight=1.0)
+    save_file({"image_vectors": np.ones((4, 8), np.float16), "caption_vectors": np.ones((4, 8), np.float16)}, str(tmp_path / "m.safetensors"))
+    with pytest.raises(ModelError, match="metadata"):
+        CaptionMemory.load(tmp_path / "m.safetensors")
+    with pytest.raises(ModelError, match="missing"):
+        CaptionMemory.load(tmp_path / "absent.safetensors")
+    memory = CaptionMemory(np.eye(4, 8, dtype=np.float32), np.eye(4, 8, k=4, dtype=np.float32), k=1, weight=1.0)
+    memory.save(tmp_path / "ok.safetensors")
+    again = CaptionMemory.load(tmp_path / "ok.safetensors")
+    assert (again.k, again.weight) == (1, 1.0)
+    # Image 0's nearest stored image is 0, whose caption vector is e4: the mix is (e0 + e4) / sqrt 2.
+    np.testing.assert_allclose(again.expand(np.eye(1, 8, dtype=np.float32)), [[2**-0.5, 0, 0, 0, 2**-0.5, 0, 0, 0]], atol=1e-3)

@@ -385,6 +385,50 @@ def train(data: Path, cache: Path, out: Path, recipe: Recipe) -> dict[str, Any]:
     return metrics
 
 
+MEMORY_GRID = {"k": (5, 10, 20), "weight": (1.0, 2.0, 3.0, 5.0)}
+
+
+def build_memory(data: Path, out: Path) -> dict[str, Any]:
+    """Build the caption memory from the trained model in `out` (train split), choose k and weight
+    on val t2i mR, write memory.safetensors and add val/test metrics to metrics.json."""
+    from geosearch.plugins.caption_memory import CaptionMemory
+    from geosearch.plugins.lite_clip import MEMORY_NAME, load_lite_clip
+
+    raw = load_lite_clip(weights_dir=out, memory=False)
+    splits = {s: load_ucm(data, s) for s in ("train", "val", "test")}
+    images = {s: raw.encode_images(load_images(recs, size=224)) for s, recs in splits.items()}
+    train = splits["train"]
+    per_caption = raw.encode_texts([c for r in train for c in r.captions])
+    caption_vectors = per_caption.reshape(len(train), -1, per_caption.shape[1]).mean(axis=1)
+    queries = {}
+    for s in ("val", "test"):
+        texts, owner = flatten_captions(splits[s])
+        queries[s] = (raw.encode_texts(texts), owner)
+
+    def score(split: str, memory: CaptionMemory | None) -> dict[str, Any]:
+        vecs = images[split] if memory is None else memory.expand(images[split])
+        return retrieval_metrics(vecs, *queries[split])
+
+    report: dict[str, Any] = {"val_without": score("val", None), "test_without": score("test", None), "grid": []}
+    best: tuple[float, int, float] = (-1.0, 1, 0.0)
+    for k in MEMORY_GRID["k"]:
+        for weight in MEMORY_GRID["weight"]:
+            m = score("val", CaptionMemory(images["train"], caption_vectors, k, weight))["mR"]
+            report["grid"].append({"k": k, "weight": weight, "val_mR": m})
+            print(f"memory k={k} weight={weight}: val mR {m:.2f}", flush=True)
+            best = max(best, (m, k, weight))
+    memory = CaptionMemory(images["train"], caption_vectors, best[1], best[2])
+    memory.save(out / MEMORY_NAME)
+    report.update(k=best[1], weight=best[2], val=score("val", memory), test=score("test", memory))
+    print(f"memory k={best[1]} weight={best[2]}  val {format_metrics(report['val'])}")
+    print(f"test {format_metrics(report['test'])}  (without memory: {format_metrics(report['test_without'])})")
+    metrics_path = out / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    metrics["memory"] = report
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    return report
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """CLI: cache frozen features (resumable), then train and write the shipped files."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -392,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True, help="where trained.safetensors + config go")
     cache = Path("~/.cache/geosearch/lite_clip").expanduser()
     p.add_argument("--cache", type=Path, default=cache, help="frozen-feature cache (resumable)")
-    p.add_argument("--stage", choices=("cache", "train", "all"), default="all")
+    p.add_argument("--stage", choices=("cache", "train", "memory", "all"), default="all")
     p.add_argument("--threads", type=int, default=2)
     d = Recipe()
     p.add_argument("--seed", type=int, default=d.seed)
@@ -430,6 +474,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         cache_features(a.data, a.cache, recipe)
     if a.stage in ("train", "all"):
         train(a.data, a.cache, a.out, recipe)
+    if a.stage in ("memory", "all"):
+        build_memory(a.data, a.out)
 
 
 if __name__ == "__main__":
