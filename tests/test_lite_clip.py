@@ -203,13 +203,13 @@ def test_caption_memory_moves_images_toward_their_neighbours_captions(embedder: 
 
 
 def test_caption_memory_rejects_bad_files(tmp_path: Path) -> None:
-    from safetensors.numpy import save_file
-
     from geosearch.plugins.caption_memory import CaptionMemory
+    from safetensors.numpy import save_file
 
     with pytest.raises(ModelError, match="same"):
         CaptionMemory(np.ones((4, 8), np.float32), np.ones((3, 8), np.float32), k=2, weight=1.0)
-    save_file({"image_vectors": np.ones((4, 8), np.float16), "caption_vectors": np.ones((4, 8), np.float16)}, str(tmp_path / "m.safetensors"))
+    ones = np.ones((4, 8), np.float16)
+    save_file({"image_vectors": ones, "caption_vectors": ones}, str(tmp_path / "m.safetensors"))
     with pytest.raises(ModelError, match="metadata"):
         CaptionMemory.load(tmp_path / "m.safetensors")
     with pytest.raises(ModelError, match="missing"):
@@ -219,4 +219,5 @@ def test_caption_memory_rejects_bad_files(tmp_path: Path) -> None:
     again = CaptionMemory.load(tmp_path / "ok.safetensors")
     assert (again.k, again.weight) == (1, 1.0)
     # Image 0's nearest stored image is 0, whose caption vector is e4: the mix is (e0 + e4) / sqrt 2.
-    np.testing.assert_allclose(again.expand(np.eye(1, 8, dtype=np.float32)), [[2**-0.5, 0, 0, 0, 2**-0.5, 0, 0, 0]], atol=1e-3)
+    expected = [[2**-0.5, 0, 0, 0, 2**-0.5, 0, 0, 0]]
+    np.testing.assert_allclose(again.expand(np.eye(1, 8, dtype=np.float32)), expected, atol=1e-3)

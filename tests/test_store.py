@@ -465,3 +465,77 @@ def test_settings_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     assert resolve_store_settings(tmp_path).backend == "edge"  # an explicit dir wins over the env
     with pytest.raises(InvalidInput):
         open_store(tmp_path, model_id=MODEL, dim=DIM, no_such_option=1)
+
+
+# ---- the cell pre-index -------------------------------------------------------------------------
+def test_box_cells_bound_the_centres_inside() -> None:
+    """Every centre inside a box lies in one of the box's cells; every centre in an 'inner' cell lies
+    inside the box: the two posting-list sums bound the box's matches from both sides."""
+    from geosearch.store.geo import CELL_LEVELS, MAX_CELLS, box_cells, centre_cells
+
+    rng = np.random.default_rng(5)
+    lon, lat = rng.uniform(-180, 180, 20_000), rng.uniform(-90, 90, 20_000)
+    cells = np.array([centre_cells(float(a), float(b)) for a, b in zip(lon, lat, strict=True)])
+    assert cells.shape == (20_000, len(CELL_LEVELS))
+    for size in (0.05, 0.3, 2.0, 12.0, 40.0):
+        for _ in range(10):
+            w, s = rng.uniform(-180, 180 - size), rng.uniform(-90, 90 - size / 2)
+            box = (w, s, w + size, s + size / 2)
+            outer, inner = box_cells([box])
+            assert len(outer) <= MAX_CELLS and set(inner) <= set(outer)
+            inside = (lon >= box[0]) & (lon <= box[2]) & (lat >= box[1]) & (lat <= box[3])
+            in_outer = np.isin(cells, outer).any(axis=1)
+            in_inner = np.isin(cells, inner).any(axis=1)
+            assert not (inside & ~in_outer).any()
+            assert not (in_inner & ~inside).any()
+            if size <= 2.0:  # fine enough to be tight: the cells hold at most a few times the matches
+                assert in_outer.sum() <= 4 * max(inside.sum(), 30)
+    assert box_cells([(-180.0, -90.0, 180.0, 90.0)]) == ((), ())  # too many cells even at 1°
+
+
+def test_small_and_large_boxes_skip_the_exact_count(tmp_path: Path) -> None:
+    """With the cell bounds a small box goes straight to exact search and a large one straight to
+    HNSW; only boxes near the threshold are counted. Results stay exact either way."""
+    rng = np.random.default_rng(6)
+    n = 3000
+    lon, lat = rng.uniform(-60, 60, n), rng.uniform(-40, 40, n)
+    vecs = unit(rng, n)
+    chips = [make_chip(i, f"c{i % 3}", float(lon[i]), float(lat[i]), 0.01, vecs[i]) for i in range(n)]
+    with open_store(tmp_path / "s", model_id=MODEL, dim=DIM, exact_threshold=100) as store:
+        store.upsert([c.point for c in chips])
+        counted: list[int] = []
+        real_count = store._count  # type: ignore[attr-defined]
+
+        def spy(where: Any) -> int:
+            counted.append(1)
+            return int(real_count(where))
+
+        store._count = spy  # type: ignore[attr-defined]
+        q = vecs[0]
+        # ~3 matches (0.1° cells: upper bound ~3); ~125 matches (1° cells wholly inside hold ~113).
+        for bbox in [(0.0, 0.0, 3.0, 3.0), (-10.0, -10.0, 10.0, 10.0)]:
+            assert store._where(bbox, None, None)[0].cells, bbox  # type: ignore[attr-defined]
+            counted.clear()
+            hits = store.search(q, limit=10, bbox=bbox)
+            assert [h.id for h in hits] == [i for i, _ in ref_search(chips, q, 10, bbox)]
+            assert not counted, bbox
+
+
+def test_store_from_before_the_cell_index_still_answers_exactly(tmp_path: Path, chips: list[Chip]) -> None:
+    """A collection created without `cell_levels` gets no cell payloads and no cell conditions."""
+    import json
+
+    with open_store(tmp_path, model_id=MODEL, dim=DIM) as s:
+        location = Path(s.location)  # type: ignore[attr-defined]
+    meta = json.loads((location / "meta.json").read_text())
+    del meta["cell_levels"]
+    (location / "meta.json").write_text(json.dumps(meta))
+    with open_store(tmp_path, model_id=MODEL, dim=DIM, create=False) as s:
+        s.upsert([c.point for c in chips])
+        rows, _ = s._scroll(s._where(None, None, None)[0], 5, None)  # type: ignore[attr-defined]
+        assert rows and all("cell" not in r.payload for r in rows)
+        rng = np.random.default_rng(8)
+        for query in QUERIES[1:6]:
+            q = unit(rng, 1)[0]
+            hits = s.search(q, limit=10, bbox=query["bbox"])
+            assert [h.id for h in hits] == [i for i, _ in ref_search(chips, q, 10, query["bbox"])]

@@ -15,7 +15,7 @@ import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
@@ -27,8 +27,11 @@ from geosearch.errors import InvalidInput, StoreError
 from geosearch.schemas.api import SceneInfo
 from geosearch.schemas.chips import ChipPayload, Window
 from geosearch.store.geo import (
+    CELL_LEVELS,
     BBox,
+    box_cells,
     centre_boxes,
+    centre_cells,
     footprint_intersects,
     half_extent,
     normalize_interval,
@@ -42,7 +45,11 @@ _CHIP_NS = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/geosearch/geosearc
 _SCENE_NS = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/geosearch/geosearch/scene")
 
 # Payload fields with an index: the geo filter, scene filter and datetime filter all hit these.
-INDEXED_FIELDS = {"centre": "geo", "scene_id": "keyword", "datetime": "datetime"}
+INDEXED_FIELDS = {"centre": "geo", "scene_id": "keyword", "datetime": "datetime", "cell": "integer"}
+
+
+CELL_EXACT_SLACK = 1.5
+"""A filter whose cell upper bound is at most this x `exact_threshold` is searched exactly, uncounted."""
 
 
 def chip_id(scene_id: str, window: Window, chip_size: int, model_id: str) -> str:
@@ -88,6 +95,7 @@ class ChipStore(Protocol):
     dim: int
     backend: str
     location: str
+    meta: Meta
 
     def upsert(self, points: Sequence[ChipPoint]) -> None: ...
 
@@ -227,16 +235,18 @@ class StoreOptions:
 
 @dataclass(frozen=True)
 class Where:
-    """Backend-neutral filter: centre boxes (OR-ed, each west <= east), scene, datetime, excluded ids."""
+    """Backend-neutral filter: centre boxes (OR-ed, each west <= east), scene, datetime, excluded ids,
+    and the grid cells covering the boxes (a superset condition that lets the engine walk fewer points)."""
 
     boxes: tuple[BBox, ...] = ()
     scene: str | None = None
     interval: tuple[str | None, str | None] | None = None
     exclude: tuple[str, ...] = ()
+    cells: tuple[int, ...] = ()
 
     @property
     def empty(self) -> bool:
-        return not (self.boxes or self.scene is not None or self.interval is not None or self.exclude)
+        return not (self.boxes or self.scene is not None or self.interval is not None or self.exclude or self.cells)
 
 
 @dataclass
@@ -400,6 +410,8 @@ class BaseStore(ABC):
             except Exception as e:  # shapely raises several types for malformed GeoJSON
                 raise InvalidInput(f"chip {p.id} footprint is not a GeoJSON polygon: {e}") from e
             mlon, mlat = max(mlon, dlon), max(mlat, dlat)
+            if self._has_cells:
+                payload["cell"] = centre_cells(c.lon, c.lat)
             rows.append((p.id, vec, payload))
         cur_lon, cur_lat = self._margin()
         if mlon > cur_lon or mlat > cur_lat:
@@ -416,12 +428,20 @@ class BaseStore(ABC):
         """Build the engine filter and the exact boxes the footprints are checked against."""
         exact_boxes: list[BBox] = []
         boxes: tuple[BBox, ...] = ()
+        cells: tuple[int, ...] = ()
         if bbox is not None:
             exact_boxes = split_antimeridian(validate_bbox(bbox))
             boxes = tuple(centre_boxes(exact_boxes, *self._margin()))
+            if self._has_cells:
+                cells = box_cells(boxes)[0]
         norm = normalize_interval(interval) if interval is not None else None
         excl = tuple(sorted({e for e in exclude if is_uuid(e)}))
-        return Where(boxes=boxes, scene=scene, interval=norm, exclude=excl), exact_boxes
+        return Where(boxes=boxes, scene=scene, interval=norm, exclude=excl, cells=cells), exact_boxes
+
+    @property
+    def _has_cells(self) -> bool:
+        """Collections created before the cell index (or with other levels) have no usable `cell`."""
+        return self.meta.extra.get("cell_levels") == [list(level) for level in CELL_LEVELS]
 
     @abstractmethod
     def _total(self) -> int:
@@ -444,9 +464,20 @@ class BaseStore(ABC):
             return True
         if where.empty:
             return False
-        estimate = self._estimate(where)
+        estimate = self._estimate(replace(where, cells=()))
         if estimate <= threshold:
             return True
+        if where.cells:
+            # The cells' posting lists bound the box's matches from above (within a few % for cells
+            # small against the box), and those of cells wholly inside the box from below. Up to
+            # 1.5 x the threshold an exact search costs about what counting first would: no count.
+            estimate = min(estimate, self._estimate(Where(cells=where.cells)))
+            if estimate <= CELL_EXACT_SLACK * threshold:
+                return True
+            inner = box_cells(where.boxes)[1]
+            only_boxes = where == Where(boxes=where.boxes, cells=where.cells)
+            if inner and only_boxes and self._estimate(Where(cells=inner)) > threshold:
+                return False
         if estimate > self.options.effective_exact_count_limit:
             return False
         return self._count(where) <= threshold

@@ -35,6 +35,7 @@ import qdrant_edge as qe
 
 from geosearch.errors import ModelMismatch, NotFound, StoreError, StoreLocked
 from geosearch.store.base import BaseStore, Meta, Row, StoreOptions, Where, collection_name
+from geosearch.store.geo import CELL_LEVELS
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,8 @@ def _edge_filter(where: Where) -> qe.Filter | None:
             must.append(qe.FieldCondition("datetime", range=qe.RangeDateTime(gte=lo, lte=hi)))
     if where.exclude:
         must_not.append(qe.HasIdCondition({uuid.UUID(i) for i in where.exclude}))
+    if where.cells:
+        must.append(qe.FieldCondition("cell", match=qe.MatchAny(list(where.cells))))
     return qe.Filter(must=must or None, must_not=must_not or None)
 
 
@@ -189,6 +192,7 @@ class EdgeStore(BaseStore):
                 "vector_datatype": self.options.vector_datatype,
                 "quantization": self.options.quantization,
                 "on_disk_vectors": self.options.on_disk_vectors,
+                "cell_levels": [list(level) for level in CELL_LEVELS],
             },
         )
         _write_json(meta_path, meta.to_dict())
@@ -225,6 +229,7 @@ class EdgeStore(BaseStore):
         chips.update(qe.UpdateOperation.create_field_index("centre", qe.PayloadSchemaType.Geo))
         chips.update(qe.UpdateOperation.create_field_index("scene_id", qe.PayloadSchemaType.Keyword))
         chips.update(qe.UpdateOperation.create_field_index("datetime", qe.PayloadSchemaType.Datetime))
+        chips.update(qe.UpdateOperation.create_field_index("cell", qe.PayloadSchemaType.Integer))
         chips.flush()
         scenes = qe.EdgeShard.create(
             str(self.dir / "scenes"),

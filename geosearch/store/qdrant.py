@@ -20,6 +20,7 @@ from qdrant_client import models as qm
 
 from geosearch.errors import ModelMismatch, NotFound, StoreError, StoreLocked
 from geosearch.store.base import INDEXED_FIELDS, BaseStore, Meta, Row, StoreOptions, Where, collection_name, scenes_name
+from geosearch.store.geo import CELL_LEVELS
 
 _BATCH = 256
 _QUANTILE = 0.99  # as in geosearch.store.edge
@@ -28,6 +29,7 @@ _SCHEMA = {
     "geo": qm.PayloadSchemaType.GEO,
     "keyword": qm.PayloadSchemaType.KEYWORD,
     "datetime": qm.PayloadSchemaType.DATETIME,
+    "integer": qm.PayloadSchemaType.INTEGER,
 }
 
 
@@ -61,6 +63,8 @@ def _qdrant_filter(where: Where) -> qm.Filter | None:
             must.append(qm.FieldCondition(key="datetime", range=qm.DatetimeRange(gte=_instant(lo), lte=_instant(hi))))
     if where.exclude:
         must_not.append(qm.HasIdCondition(has_id=list(where.exclude)))
+    if where.cells:
+        must.append(qm.FieldCondition(key="cell", match=qm.MatchAny(any=list(where.cells))))
     return qm.Filter(must=must or None, must_not=must_not or None)
 
 
@@ -142,6 +146,7 @@ class QdrantStore(BaseStore):
             model_id=self.model_id,
             dim=self.dim,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            extra={"cell_levels": [list(level) for level in CELL_LEVELS]},
         )
         opts = self.options
         quantization = (

@@ -157,7 +157,8 @@ def build_bank(
         print(f"image neighbours k={k} val: BLEU-4 {s['BLEU-4']:.3f} CIDEr {s['CIDEr']:.3f}", flush=True)
         best = max(best, (float(s["CIDEr"] or 0.0), k))
     report["neighbours"] = best[1]
-    write_bank(out, embedder.model_id, captions, vectors, ImageNeighbours(train_feats, image_captions, consensus, best[1]))
+    chosen = ImageNeighbours(train_feats, image_captions, consensus, best[1])
+    write_bank(out, embedder.model_id, captions, vectors, chosen)
     return report
 
 
