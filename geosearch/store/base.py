@@ -95,7 +95,6 @@ class ChipStore(Protocol):
     dim: int
     backend: str
     location: str
-    meta: Meta
 
     def upsert(self, points: Sequence[ChipPoint]) -> None: ...
 
@@ -318,6 +317,7 @@ class BaseStore(ABC):
 
     backend: str
     location: str
+    meta: Meta
 
     def __init__(self, *, model_id: str, dim: int, options: StoreOptions) -> None:
         self.model_id = model_id
@@ -395,6 +395,7 @@ class BaseStore(ABC):
             return
         rows: list[tuple[str, list[float], dict[str, Any]]] = []
         mlon, mlat = 0.0, 0.0
+        with_cells = self._has_cells
         for p in points:
             if not is_uuid(p.id):
                 raise InvalidInput(f"chip id must be a UUID string (see chip_id()), got {p.id!r}")
@@ -410,7 +411,7 @@ class BaseStore(ABC):
             except Exception as e:  # shapely raises several types for malformed GeoJSON
                 raise InvalidInput(f"chip {p.id} footprint is not a GeoJSON polygon: {e}") from e
             mlon, mlat = max(mlon, dlon), max(mlat, dlat)
-            if self._has_cells:
+            if with_cells:
                 payload["cell"] = centre_cells(c.lon, c.lat)
             rows.append((p.id, vec, payload))
         cur_lon, cur_lat = self._margin()
@@ -499,6 +500,10 @@ class BaseStore(ABC):
         vec = self._vector(vector, "query vector")
         where, exact_boxes = self._where(bbox, scene, datetime, exclude)
         exact = self._use_exact(where)
+        if not exact:
+            # The cells speed up walking a filter's matches; HNSW + ACORN instead tests each visited
+            # point, where a second condition only adds work (the 20 % box of 1M took 60 ms, not 24).
+            where = replace(where, cells=())
         fetch = limit if not exact_boxes else max(2 * limit, limit + 16)
         while True:
             rows = self._query(vec, where, fetch, exact)

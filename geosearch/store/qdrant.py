@@ -25,11 +25,12 @@ from geosearch.store.geo import CELL_LEVELS
 _BATCH = 256
 _QUANTILE = 0.99  # as in geosearch.store.edge
 _DATATYPES = {"float16": qm.Datatype.FLOAT16, "float32": qm.Datatype.FLOAT32}
-_SCHEMA = {
+_SCHEMA: dict[str, qm.PayloadSchemaType | qm.IntegerIndexParams] = {
     "geo": qm.PayloadSchemaType.GEO,
     "keyword": qm.PayloadSchemaType.KEYWORD,
     "datetime": qm.PayloadSchemaType.DATETIME,
-    "integer": qm.PayloadSchemaType.INTEGER,
+    # Cell ids are only matched, never ranged, and get no filtered sub-graphs (see geo.CELL_LEVELS).
+    "integer": qm.IntegerIndexParams(type=qm.IntegerIndexType.INTEGER, lookup=True, range=False, enable_hnsw=False),
 }
 
 
