@@ -90,7 +90,8 @@ class ImageNeighbours:
         np.add.at(votes, (rows[valid], caps[valid]), np.broadcast_to(weight[:, :, None], caps.shape)[valid])
         score = votes @ self.consensus
         score[votes == 0] = -np.inf  # only the neighbours' own captions are candidates
-        return score.argmax(axis=1)
+        picks: NDArray[np.int64] = score.argmax(axis=1).astype(np.int64)
+        return picks
 
 
 class NearestCaptioner:

@@ -385,7 +385,9 @@ def train(data: Path, cache: Path, out: Path, recipe: Recipe) -> dict[str, Any]:
     return metrics
 
 
-MEMORY_GRID = {"k": (5, 10, 20), "weight": (1.0, 2.0, 3.0, 5.0)}
+MEMORY_KS = (5, 10, 20)
+MEMORY_WEIGHTS = (1.0, 2.0, 3.0, 5.0)
+"""The caption-memory grid searched on val (k nearest train images x mixing weight)."""
 
 
 def build_memory(data: Path, out: Path) -> dict[str, Any]:
@@ -411,8 +413,8 @@ def build_memory(data: Path, out: Path) -> dict[str, Any]:
 
     report: dict[str, Any] = {"val_without": score("val", None), "test_without": score("test", None), "grid": []}
     best: tuple[float, int, float] = (-1.0, 1, 0.0)
-    for k in MEMORY_GRID["k"]:
-        for weight in MEMORY_GRID["weight"]:
+    for k in MEMORY_KS:
+        for weight in MEMORY_WEIGHTS:
             m = score("val", CaptionMemory(images["train"], caption_vectors, k, weight))["mR"]
             report["grid"].append({"k": k, "weight": weight, "val_mR": m})
             print(f"memory k={k} weight={weight}: val mR {m:.2f}", flush=True)
