@@ -1,4 +1,5 @@
-"""The two model interfaces the engine talks to. Anything with these attributes plugs in."""
+"""The two model interfaces the engine talks to (anything with these attributes plugs in), and the
+vector helpers the plugins share."""
 
 from __future__ import annotations
 
@@ -55,3 +56,19 @@ def check_image_batch(images: object) -> ImageBatch:
     if images.ndim != 4 or images.shape[-1] != 3:
         raise InvalidInput(f"images must have shape (N, H, W, 3), got {images.shape}")
     return images
+
+
+def unit_rows(vectors: object) -> Vectors:
+    """float32 rows scaled to unit length (all-zero rows stay zero)."""
+    v = np.asarray(vectors, dtype=np.float32)
+    out: Vectors = (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return out
+
+
+def nearest_rows(queries: Vectors, bank: Vectors, k: int) -> tuple[NDArray[np.intp], Vectors]:
+    """The k most similar bank rows per (unit) query, unordered, with similarity weights floored at a
+    tiny positive value, so a query unlike every bank row still gets its k neighbours."""
+    sim = queries @ bank.T
+    top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    weight: Vectors = np.maximum(np.take_along_axis(sim, top, axis=1), 0.0) + 1e-6
+    return top, weight

@@ -14,14 +14,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+from geosearch.plugins.base import nearest_rows, unit_rows
 from numpy.typing import NDArray
 
 from geosearch.errors import ModelError
-
-
-def _unit(v: NDArray[np.float32]) -> NDArray[np.float32]:
-    out: NDArray[np.float32] = (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-    return out
 
 
 class CaptionMemory:
@@ -35,8 +31,8 @@ class CaptionMemory:
             )
         if k < 1 or weight < 0:
             raise ModelError(f"caption memory: need k >= 1 and weight >= 0 (got {k}, {weight})")
-        self.image_vectors = _unit(np.asarray(image_vectors, dtype=np.float32))
-        self.caption_vectors = _unit(np.asarray(caption_vectors, dtype=np.float32))
+        self.image_vectors = unit_rows(image_vectors)
+        self.caption_vectors = unit_rows(caption_vectors)
         self.k = min(int(k), len(image_vectors))
         self.weight = float(weight)
 
@@ -48,11 +44,9 @@ class CaptionMemory:
         """Unit (N, dim) image vectors → unit vectors mixed with their neighbours' captions."""
         if len(vectors) == 0 or self.weight == 0:
             return vectors
-        sim = vectors @ self.image_vectors.T
-        top = np.argpartition(-sim, self.k - 1, axis=1)[:, : self.k]
-        w = np.maximum(np.take_along_axis(sim, top, axis=1), 0.0) + 1e-6
+        top, w = nearest_rows(vectors, self.image_vectors, self.k)
         mixed = np.einsum("nk,nkd->nd", w, self.caption_vectors[top]) / w.sum(axis=1, keepdims=True)
-        return _unit(vectors + self.weight * _unit(mixed))
+        return unit_rows(vectors + self.weight * unit_rows(mixed))
 
     def save(self, path: Path) -> None:
         from safetensors.numpy import save_file

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from geosearch.plugins.base import Embedder, ImageBatch, check_image_batch
+from geosearch.plugins.base import Embedder, ImageBatch, check_image_batch, nearest_rows, unit_rows
 from numpy.typing import NDArray
 
 from geosearch.errors import ModelError
@@ -51,12 +51,6 @@ def clean_caption(text: str) -> str:
     return out[0].upper() + out[1:] + "."
 
 
-def _normalise(v: NDArray[np.float32]) -> NDArray[np.float32]:
-    norm = np.linalg.norm(v, axis=1, keepdims=True)
-    out: NDArray[np.float32] = (v / np.maximum(norm, 1e-12)).astype(np.float32)
-    return out
-
-
 class ImageNeighbours:
     """The image half of a bank: train image vectors, their caption ids, the consensus matrix."""
 
@@ -72,17 +66,14 @@ class ImageNeighbours:
             raise ModelError("caption bank: image vectors, image captions and consensus matrix disagree")
         if image_captions.size and (image_captions.max() >= n_caps or image_captions.min() < -1):
             raise ModelError("caption bank: an image refers to a caption that does not exist")
-        self.vectors = _normalise(vectors)
+        self.vectors = unit_rows(vectors)
         self.image_captions = image_captions
         self.consensus = consensus
         self.k = max(1, min(int(k), len(vectors)))
 
     def choose(self, queries: NDArray[np.float32]) -> NDArray[np.int64]:
         """Caption id per (unit) query vector: the candidate with the highest weighted consensus."""
-        sim = queries @ self.vectors.T
-        top = np.argpartition(-sim, self.k - 1, axis=1)[:, : self.k]
-        # Tiny floor: a query unlike every bank image still gets its neighbours' captions.
-        weight = np.maximum(np.take_along_axis(sim, top, axis=1), 0.0) + 1e-6
+        top, weight = nearest_rows(queries, self.vectors, self.k)
         caps = self.image_captions[top]  # (B, k, captions per image); -1 pads
         rows = np.broadcast_to(np.arange(len(queries))[:, None, None], caps.shape)
         valid = caps >= 0
@@ -111,7 +102,7 @@ class NearestCaptioner:
         self.model_id = MODEL_ID if neighbours is not None else f"{MODEL_ID}-text"
         self.embedder = embedder
         self.captions = captions
-        self.bank = _normalise(bank)
+        self.bank = unit_rows(bank)
         self.neighbours = neighbours
 
     def choose(self, image_vectors: NDArray[np.float32]) -> list[int]:
@@ -124,7 +115,7 @@ class NearestCaptioner:
         """Captions for image vectors of this captioner's embedder."""
         if len(vectors) == 0:
             return []
-        return [self.captions[i] for i in self.choose(_normalise(np.asarray(vectors, dtype=np.float32)))]
+        return [self.captions[i] for i in self.choose(unit_rows(vectors))]
 
     def caption(self, images: ImageBatch) -> list[str]:
         images = check_image_batch(images)

@@ -27,7 +27,7 @@ from geosearch.errors import InvalidInput, StoreError
 from geosearch.schemas.api import SceneInfo
 from geosearch.schemas.chips import ChipPayload, Window
 from geosearch.store.geo import (
-    CELL_LEVELS,
+    CELL_LEVELS_META,
     BBox,
     box_cells,
     centre_boxes,
@@ -446,7 +446,7 @@ class BaseStore(ABC):
     @property
     def _has_cells(self) -> bool:
         """Collections created before the cell index (or with other levels) have no usable `cell`."""
-        return self.meta.extra.get("cell_levels") == [list(level) for level in CELL_LEVELS]
+        return self.meta.extra.get("cell_levels") == CELL_LEVELS_META
 
     @abstractmethod
     def _total(self) -> int:

@@ -35,7 +35,7 @@ import qdrant_edge as qe
 
 from geosearch.errors import ModelMismatch, NotFound, StoreError, StoreLocked
 from geosearch.store.base import BaseStore, Meta, Row, StoreOptions, Where, collection_name
-from geosearch.store.geo import CELL_LEVELS
+from geosearch.store.geo import CELL_LEVELS_META
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class EdgeStore(BaseStore):
                 "vector_datatype": self.options.vector_datatype,
                 "quantization": self.options.quantization,
                 "on_disk_vectors": self.options.on_disk_vectors,
-                "cell_levels": [list(level) for level in CELL_LEVELS],
+                "cell_levels": CELL_LEVELS_META,
             },
         )
         _write_json(meta_path, meta.to_dict())

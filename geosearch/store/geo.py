@@ -86,6 +86,8 @@ CELL_LEVELS: tuple[tuple[float, int], ...] = ((1.0, 0), (0.1, 1_000_000))
 the integer-indexed payload field `cell`. A box's cells give the engine a filter whose posting lists
 hold little more than the box's matches (Qdrant's own geo-box estimate was 1.4-18x the true count),
 so small boxes need no exact count, and exact search walks ~the matches only."""
+CELL_LEVELS_META = [list(level) for level in CELL_LEVELS]
+"""CELL_LEVELS as a collection records it in its metadata (JSON), to tell whether its chips carry `cell`."""
 MAX_CELLS = 1024
 """Most cells one filter lists; a larger box uses the coarser level (or none)."""
 

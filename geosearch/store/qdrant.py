@@ -20,7 +20,7 @@ from qdrant_client import models as qm
 
 from geosearch.errors import ModelMismatch, NotFound, StoreError, StoreLocked
 from geosearch.store.base import INDEXED_FIELDS, BaseStore, Meta, Row, StoreOptions, Where, collection_name, scenes_name
-from geosearch.store.geo import CELL_LEVELS
+from geosearch.store.geo import CELL_LEVELS_META
 
 _BATCH = 256
 _QUANTILE = 0.99  # as in geosearch.store.edge
@@ -147,7 +147,7 @@ class QdrantStore(BaseStore):
             model_id=self.model_id,
             dim=self.dim,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            extra={"cell_levels": [list(level) for level in CELL_LEVELS]},
+            extra={"cell_levels": CELL_LEVELS_META},
         )
         opts = self.options
         quantization = (

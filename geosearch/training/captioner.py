@@ -201,14 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     train = load_ucm(args.data, "train")
     val = load_ucm(args.data, "val")
     val_feats = cached_features(embedder, val, 1, args.feature_cache, "val")[0]
+    views = 1 if args.bank_only else args.views
+    feats = cached_features(embedder, train, views, args.feature_cache, "train")  # (V, N, D); view 0 = as is
+    print(f"features {feats.shape} in {time.time() - t_start:.0f}s", flush=True)
     if args.bank_out is not None or args.bank_only:
-        train_plain = cached_features(embedder, train, 1, args.feature_cache, "train")[0]
-        bank_report = build_bank(embedder, train, train_plain, val, val_feats, args.bank_out or args.out)
+        bank_report = build_bank(embedder, train, feats[0], val, val_feats, args.bank_out or args.out)
         if args.bank_only:
             print(json.dumps(bank_report))
             return 0
-    feats = cached_features(embedder, train, args.views, args.feature_cache, "train")  # (V, N, D)
-    print(f"features {feats.shape} in {time.time() - t_start:.0f}s", flush=True)
 
     lm, tok = load_lm(args.lm, dtype=getattr(torch, args.lm_dtype))
     hidden = int(lm.config.hidden_size)
