@@ -32,17 +32,22 @@ def cache_dir() -> Path:
 
 
 # ---- memory ------------------------------------------------------------------------------------
-def proc_status() -> dict[str, int]:
-    """VmRSS, VmHWM, RssAnon, RssFile ... of this process in bytes (Linux /proc/self/status)."""
+def proc_status(pid: int | str = "self") -> dict[str, int]:
+    """VmRSS, VmHWM, RssAnon, RssFile ... and Pss of a process in bytes (Linux /proc).
+
+    Pss counts a page once however often it is mapped (RSS counts a file mapped twice twice).
+    """
     out: dict[str, int] = {}
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+    for name in ("status", "smaps_rollup"):
+        try:
+            text = Path(f"/proc/{pid}/{name}").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
             key, _, rest = line.partition(":")
             parts = rest.split()
-            if len(parts) == 2 and parts[1] == "kB":
+            if len(parts) == 2 and parts[1] == "kB" and key not in out:
                 out[key] = int(parts[0]) * 1024
-    except OSError:
-        pass
     return out
 
 

@@ -6,10 +6,12 @@ centres and footprints over the conterminous US so that bbox selectivity is cont
 
 * build: upsert through the store interface (`ChipPoint`, batches of 2,048), then `finish_ingest()`
   (the HNSW build, timed separately), in a child process;
-* serve: a fresh child process loads the default embedder, opens the store (timed), runs `Engine.search`
+* serve: a fresh child process loads the default embedder, opens the store and warms it as `geosearch
+  serve` does (both timed), runs `Engine.search`
   in-process (text encoding included; every request has its own query text, so the text cache never
   hits), then serves the real Litestar app with uvicorn on 127.0.0.1 while this process sends
-  `GET /search?q=...&bbox=...`; the server's RSS is read from /proc;
+  `GET /search?q=...&bbox=...`; the server's RSS and PSS are read from /proc (the engine maps its
+  vector file twice, so RSS counts those page-cache pages twice; PSS counts them once);
 * baselines in the same run: numpy brute force over the same vectors (exact: this is the ground truth)
   and qdrant-client local mode (`backend="qdrant"`, in memory unless --qdrant-client-path) up to
   `--qdrant-client-max` points.
@@ -22,6 +24,7 @@ Run from the repository root:
     python benchmarks/search.py                                  # 10k, 100k, 1M; 100 queries per filter
     python benchmarks/search.py --sizes 10000 --queries 20       # quick check, < 2 min
     python benchmarks/search.py --sizes 100000 --store-option hnsw_ef=128
+    python benchmarks/search.py --store-option 'vector_datatype="float16"'   # the README's table
 
 Writes benchmarks/results/search.json and updates its keys of benchmarks/results/summary.json.
 Stores and vectors live under $GEOSEARCH_BENCH_CACHE (default /tmp/geosearch-bench); a store is rebuilt
@@ -251,8 +254,16 @@ def child_serve(spec: dict[str, Any]) -> None:
         spec["store"], model_id=spec["model_id"], dim=int(qvec.shape[1]), create=False, **spec["options"]
     )
     open_s = time.perf_counter() - t
+    t = time.perf_counter()
+    store.warm()  # as `geosearch serve` does
+    warm_s = time.perf_counter() - t
     status1 = C.proc_status()
-    out: dict[str, Any] = {"open_s": round(open_s, 3), "status_before_open": status0, "status_after_open": status1}
+    out: dict[str, Any] = {
+        "open_s": round(open_s, 3),
+        "warm_s": round(warm_s, 3),
+        "status_before_open": status0,
+        "status_after_open": status1,
+    }
 
     def bbox_of(item: dict[str, Any]) -> tuple[float, float, float, float] | None:
         return tuple(item["bbox"]) if item["bbox"] is not None else None  # type: ignore[return-value]
@@ -321,16 +332,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def pid_status(pid: int) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        parts = rest.split()
-        if len(parts) == 2 and parts[1] == "kB":
-            out[key] = int(parts[0]) * 1024
-    return out
-
-
 def serve_and_query(
     spec: dict[str, Any], items: list[dict[str, Any]]
 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, int]]:
@@ -382,7 +383,7 @@ def serve_and_query(
             r.raise_for_status()
             ids = [point_index(f["id"]) for f in r.json()["features"]]
             http.append({"s": dt, "ids": ids})
-        status = pid_status(proc.pid)
+        status = C.proc_status(proc.pid)
         client.close()
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -533,6 +534,7 @@ def bench_size(
         "points": n,
         "build": build,
         "open_s": inproc["open_s"],
+        "warm_s": inproc["warm_s"],
         "disk_mb": mb(C.dir_size(store_dir)),
         "selectivity": {f: round(float(np.mean(v)) / n, 5) for f, v in matches.items()},
         "matches_mean": {f: round(float(np.mean(v)), 1) for f, v in matches.items()},
@@ -556,6 +558,7 @@ def bench_size(
         "store_rss_after_open_mb": mb(after_open.get("VmRSS", 0) - before.get("VmRSS", 0)),
         "store_rss_mb": mb(after_q.get("VmRSS", 0) - before.get("VmRSS", 0)),
         "store_rss_anon_mb": mb(after_q.get("RssAnon", 0) - before.get("RssAnon", 0)),
+        "store_pss_mb": mb(after_q.get("Pss", 0) - before.get("Pss", 0)),
     }
     if n <= args.qdrant_client_max:
         result["qdrant_client_local"] = qdrant_client_local(
@@ -673,8 +676,9 @@ def print_tables(results: dict[str, Any]) -> None:
             )
     print("\nper size: build and resources")
     head2 = (
-        f"{'chips':>9} {'upsert s':>9} {'pts/s':>8} {'hnsw s':>8} {'open s':>7} {'disk MB':>8} {'store RSS':>10} "
-        f"{'anon':>7} {'server RSS':>11} {'http all p50/p99':>17} {'text ms':>8} {'http floor':>10}"
+        f"{'chips':>9} {'upsert s':>9} {'pts/s':>8} {'hnsw s':>8} {'open s':>7} {'warm s':>7} {'disk MB':>8} "
+        f"{'store RSS':>10} {'PSS':>7} {'anon':>7} {'server RSS':>11} {'http all p50/p99':>17} {'text ms':>8} "
+        f"{'http floor':>10}"
     )
     print(head2)
     print("-" * len(head2))
@@ -682,7 +686,8 @@ def print_tables(results: dict[str, Any]) -> None:
         b, m = r["build"], r["rss"]
         print(
             f"{int(size):>9,} {b['upsert_s']:>9.1f} {b['upsert_points_per_s'] or 0:>8.0f} {b['index_build_s']:>8.1f} "
-            f"{r['open_s']:>7.2f} {r['disk_mb']:>8.0f} {m['store_rss_mb']:>10.0f} {m['store_rss_anon_mb']:>7.0f} "
+            f"{r['open_s']:>7.2f} {r.get('warm_s') or 0:>7.2f} {r['disk_mb']:>8.0f} {m['store_rss_mb']:>10.0f} "
+            f"{m.get('store_pss_mb') or 0:>7.0f} {m['store_rss_anon_mb']:>7.0f} "
             f"{m['server_rss_mb']:>11.0f} {cell(r['http_all']):>17} {r['text_encode_ms'] or 0:>8.1f} "
             f"{r.get('http_floor_ms') or 0:>10.1f}"
         )
@@ -762,6 +767,7 @@ def main(argv: list[str] | None = None) -> int:
         keys["search_http_p50_ms_1m"] = results["1000000"]["http_all"]["p50_ms"]
         keys["search_http_p99_ms_1m"] = results["1000000"]["http_all"]["p99_ms"]
         keys["search_store_rss_mb_1m"] = results["1000000"]["rss"]["store_rss_mb"]
+        keys["search_store_pss_mb_1m"] = results["1000000"]["rss"]["store_pss_mb"]
     print(f"updated {C.update_summary(keys, args.summary)}: {keys}")
     return 0
 

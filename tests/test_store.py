@@ -20,7 +20,7 @@ from geosearch.schemas.api import SceneInfo
 from geosearch.schemas.chips import ChipPayload, GeoPoint, Window
 from numpy.typing import NDArray
 
-from geosearch.errors import InvalidInput, ModelMismatch, NotFound, StoreLocked
+from geosearch.errors import InvalidInput, ModelMismatch, NotFound, StoreError, StoreLocked
 from geosearch.store import BBox, ChipPoint, ChipStore, chip_id, collection_name, open_store, resolve_store_settings
 
 MODEL = "test/clip-rs-32"
@@ -397,6 +397,18 @@ def test_reopen_keeps_data_and_margin(tmp_path: Path, chips: list[Chip]) -> None
         assert [h.id for h in s.search(q, bbox=bbox)] == [i for i, _ in ref_search(chips, q, 10, bbox)]
 
 
+def test_warm_changes_no_result(filled: ChipStore, chips: list[Chip]) -> None:
+    rng = np.random.default_rng(4)
+    queries = [(q, query.get("bbox")) for q in unit(rng, 3) for query in QUERIES[:4]]
+    before = [[h.id for h in filled.search(q, bbox=bbox)] for q, bbox in queries]
+    filled.warm()
+    assert [[h.id for h in filled.search(q, bbox=bbox)] for q, bbox in queries] == before
+    assert before[0] == [i for i, _ in ref_search(chips, queries[0][0], 10)]
+    filled.close()
+    with pytest.raises(StoreError, match="closed"):
+        filled.warm()
+
+
 @pytest.mark.parametrize("backend", ["edge", "qdrant"])
 def test_model_mismatch(tmp_path: Path, backend: str) -> None:
     with open_store(tmp_path, model_id=MODEL, dim=DIM, backend=backend):
@@ -470,16 +482,21 @@ def test_settings_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
 # ---- the cell pre-index -------------------------------------------------------------------------
 def test_box_cells_bound_the_centres_inside() -> None:
     """Every centre inside a box lies in one of the box's cells; every centre in an 'inner' cell lies
-    inside the box: the two posting-list sums bound the box's matches from both sides."""
+    inside the box: the two posting-list sums bound the box's matches from both sides. Centres on cell
+    edges (whole and tenth degrees) are among them: floating point may put them on either side."""
     from geosearch.store.geo import CELL_LEVELS, MAX_CELLS, box_cells, centre_cells
 
     rng = np.random.default_rng(5)
     lon, lat = rng.uniform(-180, 180, 20_000), rng.uniform(-90, 90, 20_000)
+    lon[:2000], lon[2000:4000] = np.round(lon[:2000]), np.round(lon[2000:4000], 1)  # on 1° and 0.1° edges
+    lat[3000:5000], lat[5000:7000] = np.round(lat[3000:5000]), np.round(lat[5000:7000], 1)
     cells = np.array([centre_cells(float(a), float(b)) for a, b in zip(lon, lat, strict=True)])
     assert cells.shape == (20_000, len(CELL_LEVELS))
     for size in (0.05, 0.3, 2.0, 12.0, 40.0):
         for _ in range(10):
             w, s = rng.uniform(-180, 180 - size), rng.uniform(-90, 90 - size / 2)
+            if size >= 2.0:  # edges on cell edges too
+                w, s = round(w, 1), round(s, 1)
             box = (w, s, w + size, s + size / 2)
             outer, inner = box_cells([box])
             assert len(outer) <= MAX_CELLS and set(inner) <= set(outer)
@@ -488,9 +505,27 @@ def test_box_cells_bound_the_centres_inside() -> None:
             in_inner = np.isin(cells, inner).any(axis=1)
             assert not (inside & ~in_outer).any()
             assert not (in_inner & ~inside).any()
-            if size <= 2.0:  # fine enough to be tight: the cells hold at most a few times the matches
-                assert in_outer.sum() <= 4 * max(inside.sum(), 30)
     assert box_cells([(-180.0, -90.0, 180.0, 90.0)]) == ((), ())  # too many cells even at 1°
+
+
+@pytest.mark.parametrize("size", [0.5, 3.0, 8.0, 20.0])
+def test_box_cells_are_tight(size: float) -> None:
+    """Whole coarse cells inside, fine cells along the edges: the cover holds little more than the box,
+    so its posting-list sum alone can route a search (exact or HNSW) without counting the box."""
+    from geosearch.store.geo import box_cells, centre_cells
+
+    rng = np.random.default_rng(9)
+    lon, lat = rng.uniform(-30, 30, 200_000), rng.uniform(-20, 20, 200_000)  # ~170 centres per deg²
+    cells = np.array([centre_cells(float(a), float(b)) for a, b in zip(lon, lat, strict=True)])
+    for _ in range(5):
+        w, s = rng.uniform(-29, 29 - size), rng.uniform(-19, 19 - size / 2)
+        box = (w, s, w + size, s + size / 2)
+        outer, inner = box_cells([box])
+        inside = ((lon >= box[0]) & (lon <= box[2]) & (lat >= box[1]) & (lat <= box[3])).sum()
+        upper = np.isin(cells, outer).sum()  # a centre matches one id per level, each level once
+        lower = np.isin(cells, inner).sum()
+        assert inside <= upper <= 1.25 * inside + 50, (box, inside, upper)
+        assert 0.8 * inside - 50 <= lower <= inside, (box, inside, lower)
 
 
 def test_small_and_large_boxes_skip_the_exact_count(tmp_path: Path) -> None:
@@ -511,14 +546,25 @@ def test_small_and_large_boxes_skip_the_exact_count(tmp_path: Path) -> None:
             return int(real_count(where))
 
         store._count = spy  # type: ignore[attr-defined]
+        routes: list[bool] = []
+        real_query = store._query  # type: ignore[attr-defined]
+
+        def route(vector: Any, where: Any, limit: int, exact: bool) -> Any:
+            routes.append(exact)
+            return real_query(vector, where, limit, exact)
+
+        store._query = route  # type: ignore[attr-defined]
         q = vecs[0]
-        # ~3 matches (0.1° cells: upper bound ~3); ~125 matches (1° cells wholly inside hold ~113).
-        for bbox in [(0.0, 0.0, 3.0, 3.0), (-10.0, -10.0, 10.0, 10.0)]:
+        # ~3 matches (0.1° cells: upper bound ~3) and ~125 (cover ~130 < 2.5 x 100): exact; ~1,100
+        # (too many fine cells: the 1° cells wholly inside hold ~1,050 > 100): HNSW.
+        boxes = {(0.0, 0.0, 3.0, 3.0): True, (-10.0, -10.0, 10.0, 10.0): True, (-30.0, -30.0, 30.0, 30.0): False}
+        for bbox, exact in boxes.items():
             assert store._where(bbox, None, None)[0].cells, bbox  # type: ignore[attr-defined]
             counted.clear()
+            routes.clear()
             hits = store.search(q, limit=10, bbox=bbox)
             assert [h.id for h in hits] == [i for i, _ in ref_search(chips, q, 10, bbox)]
-            assert not counted, bbox
+            assert not counted and set(routes) == {exact}, (bbox, routes)
 
 
 def test_store_from_before_the_cell_index_still_answers_exactly(tmp_path: Path, chips: list[Chip]) -> None:

@@ -389,6 +389,21 @@ class EdgeStore(BaseStore):
                 self._chips.flush()
             log.info("indexed in %.1f s", time.monotonic() - t0)
 
+    def warm(self) -> None:
+        """One exact scan of every vector, in the engine's own reading path.
+
+        Measured at 1M chips: the engine maps the vector file twice and prefaults only the mapping HNSW
+        reads; the first exact search over a region's ~10k chips then took 35-55 ms, a repeat 8-9 ms. The
+        scan (0.6 s at 1M) maps those pages once; they are the same page-cache pages, not new memory.
+        """
+        self._check_open()
+        probe = [1.0] + [0.0] * (self.dim - 1)
+        req = qe.QueryRequest(
+            limit=1, query=qe.Query.Nearest(probe), with_payload=False, params=self._params(True, False)
+        )
+        with self._lock:
+            self._chips.query(req)
+
     def _close(self) -> None:
         with self._optimize_lock, self._lock:
             try:

@@ -8,7 +8,7 @@ half-extent ever stored (a superset), and shapely then keeps only true intersect
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -88,8 +88,8 @@ hold little more than the box's matches (Qdrant's own geo-box estimate was 1.4-1
 so small boxes need no exact count, and exact search walks ~the matches only."""
 CELL_LEVELS_META = [list(level) for level in CELL_LEVELS]
 """CELL_LEVELS as a collection records it in its metadata (JSON), to tell whether its chips carry `cell`."""
-MAX_CELLS = 1024
-"""Most cells one filter lists; a larger box uses the coarser level (or none)."""
+MAX_CELLS = 4096
+"""Most cells one filter lists; a larger box is covered at the coarse level only (or not at all)."""
 
 
 def _cell_xy(lon: float, lat: float, size: float) -> tuple[int, int]:
@@ -105,25 +105,87 @@ def centre_cells(lon: float, lat: float) -> list[int]:
     return [_cell_id(*_cell_xy(lon, lat, size), size, offset) for size, offset in CELL_LEVELS]
 
 
-def box_cells(boxes: Sequence[BBox]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(cells meeting any box, cells lying wholly inside one) at the finest level that needs at most
-    MAX_CELLS; ((), ()) when even the coarsest needs more. Each box has west <= east."""
-    for size, offset in sorted(CELL_LEVELS):
-        outer: set[int] = set()
-        inner: set[int] = set()
-        for west, south, east, north in boxes:
-            x0, y0 = _cell_xy(west, south, size)
-            x1, y1 = _cell_xy(east, north, size)
-            if (x1 - x0 + 1) * (y1 - y0 + 1) > MAX_CELLS:
-                break
-            outer.update(_cell_id(x, y, size, offset) for y in range(y0, y1 + 1) for x in range(x0, x1 + 1))
-            # Wholly inside: the cell's edges x*size-180 .. (x+1)*size-180 within west .. east (with slack).
-            ix0, iy0 = math.ceil((west + 180.0) / size + 1e-9), math.ceil((south + 90.0) / size + 1e-9)
-            ix1, iy1 = math.floor((east + 180.0) / size - 1e-9) - 1, math.floor((north + 90.0) / size - 1e-9) - 1
-            inner.update(_cell_id(x, y, size, offset) for y in range(iy0, iy1 + 1) for x in range(ix0, ix1 + 1))
+def _meeting(box: BBox, size: float) -> tuple[int, int, int, int]:
+    """Index range (x0, y0, x1, y1) of the cells a box meets."""
+    west, south, east, north = box
+    return (*_cell_xy(west, south, size), *_cell_xy(east, north, size))
+
+
+def _inside(box: BBox, size: float) -> tuple[int, int, int, int]:
+    """Index range of the cells lying wholly inside a box (empty when x0 > x1 or y0 > y1)."""
+    west, south, east, north = box
+    return (
+        math.ceil((west + 180.0) / size + 1e-9),
+        math.ceil((south + 90.0) / size + 1e-9),
+        math.floor((east + 180.0) / size - 1e-9) - 1,
+        math.floor((north + 90.0) / size - 1e-9) - 1,
+    )
+
+
+def _area(x0: int, y0: int, x1: int, y1: int) -> int:
+    return max(0, x1 - x0 + 1) * max(0, y1 - y0 + 1)
+
+
+def _ids(rect: tuple[int, int, int, int], size: float, offset: int, hole: tuple[int, int, int, int]) -> set[int]:
+    """Ids of the cells in `rect` but not in `hole` (both inclusive index ranges)."""
+    x0, y0, x1, y1 = rect
+    hx0, hy0, hx1, hy1 = hole
+    out: set[int] = set()
+    for y in range(y0, y1 + 1):
+        if hy0 <= y <= hy1 and hx0 <= hx1:
+            xs: Iterable[int] = (*range(x0, min(hx0, x1 + 1)), *range(max(hx1 + 1, x0), x1 + 1))
         else:
-            if len(outer) <= MAX_CELLS:
-                return tuple(sorted(outer)), tuple(sorted(inner))
+            xs = range(x0, x1 + 1)
+        out.update(_cell_id(x, y, size, offset) for x in xs)
+    return out
+
+
+_NO_HOLE = (0, 0, -1, -1)
+
+
+def box_cells(boxes: Sequence[BBox]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(cover, inner): cells holding every centre inside a box, and those of them lying wholly inside one.
+
+    The cover is the coarse cells wholly inside a box plus fine cells for the rest, so it holds little
+    more than the box's matches (boxes of 1 % of 1M chips spread over the US: 1.13x, against ~2x for
+    the 28 whole 1° cells they meet).
+    Fine cells also overlap the inner block's outer ring: a centre on a coarse edge is covered whichever
+    way floating point rounds its two cell indices. Beyond MAX_CELLS the cover is the coarse cells the
+    boxes meet; ((), ()) when even those are too many. Each box has west <= east.
+    """
+    (coarse, coarse_offset), (fine, fine_offset) = CELL_LEVELS
+    ratio = round(coarse / fine)
+    plans = []
+    coarse_meeting = fine_count = 0
+    for box in boxes:
+        outer = _meeting(box, coarse)
+        block = _inside(box, coarse)
+        fine_rect = _meeting(box, fine)
+        if _area(*block):  # the inner block less its outer ring of fine cells
+            hole = (block[0] * ratio + 1, block[1] * ratio + 1, (block[2] + 1) * ratio - 2, (block[3] + 1) * ratio - 2)
+        else:
+            block, hole = _NO_HOLE, _NO_HOLE
+        coarse_meeting += _area(*outer)
+        fine_count += _area(*block) + _area(*fine_rect) - _area(*hole)
+        plans.append((outer, block, fine_rect, hole, box))
+    if fine_count <= MAX_CELLS:
+        cover: set[int] = set()
+        inner: set[int] = set()
+        for _, block, fine_rect, hole, box in plans:
+            cover |= _ids(block, coarse, coarse_offset, _NO_HOLE)
+            cover |= _ids(fine_rect, fine, fine_offset, hole)
+            inner |= _ids(block, coarse, coarse_offset, _NO_HOLE)
+            # fine cells inside the box but outside the coarse block (a lower bound counts each centre once)
+            block_fine = (block[0] * ratio, block[1] * ratio, (block[2] + 1) * ratio - 1, (block[3] + 1) * ratio - 1)
+            inner |= _ids(_inside(box, fine), fine, fine_offset, block_fine if _area(*block) else _NO_HOLE)
+        return tuple(sorted(cover)), tuple(sorted(inner))
+    if coarse_meeting <= MAX_CELLS:
+        outer_ids: set[int] = set()
+        inner_ids: set[int] = set()
+        for outer, block, _, _, _ in plans:
+            outer_ids |= _ids(outer, coarse, coarse_offset, _NO_HOLE)
+            inner_ids |= _ids(block, coarse, coarse_offset, _NO_HOLE)
+        return tuple(sorted(outer_ids)), tuple(sorted(inner_ids))
     return (), ()
 
 
