@@ -182,19 +182,6 @@ def recall(got: list[int], want_scores: NDArray[np.float32], x: NDArray[np.float
 
 
 # ---- children -----------------------------------------------------------------------------------
-def _store_options(pairs: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, _, raw = pair.partition("=")
-        value: Any
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            value = raw
-        out[key.strip()] = value
-    return out
-
-
 def child_build(spec: dict[str, Any]) -> dict[str, Any]:
     from geosearch.store import open_store
 
@@ -729,7 +716,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rebuild", action="store_true", help="rebuild stores even if a matching one exists")
     args = parser.parse_args(argv)
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
-    options = _store_options(args.store_option)
+    from geosearch.config import parse_store_options
+
+    options = parse_store_options(args.store_option)
 
     from geosearch import load_embedder
 

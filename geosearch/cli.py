@@ -9,11 +9,12 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import msgspec
 
-from geosearch.config import Settings
+from geosearch.config import Settings, parse_store_options
 from geosearch.errors import GeoSearchError, InvalidInput
 
 EXIT_FAILED = 1
@@ -24,6 +25,14 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", help="embedded store directory (env GEOSEARCH_STORE); QDRANT_URL selects a server")
     parser.add_argument("--model", help="embedder spec (default: the offline geosearch-lite-clip)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    parser.add_argument(
+        "--store-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="open_store option, repeatable (over env GEOSEARCH_STORE_OPTIONS), e.g. vector_datatype=float16 "
+        "when creating a store of millions of chips",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,13 +81,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
+    settings = Settings.from_env(
         store=args.store,
         model=args.model,
         device=args.device,
         captioner=getattr(args, "captioner", None),
         batch_size=getattr(args, "batch_size", None),
     )
+    return replace(settings, store_options=parse_store_options(args.store_option, settings.store_options))
 
 
 def _bands(text: str | None) -> tuple[int, ...] | None:
@@ -91,6 +101,7 @@ def _bands(text: str | None) -> tuple[int, ...] | None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see geosearch.pipeline
     from tqdm import tqdm
 
     from geosearch.engine import Engine

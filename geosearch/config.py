@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from geosearch.errors import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -12,7 +17,8 @@ class Settings:
 
     Environment: ``GEOSEARCH_STORE`` (embedded store dir), ``QDRANT_URL`` / ``QDRANT_API_KEY``
     (server or cluster; wins over the embedded store), ``GEOSEARCH_MODEL``, ``GEOSEARCH_CAPTIONER``,
-    ``GEOSEARCH_DEVICE``.
+    ``GEOSEARCH_DEVICE``, ``GEOSEARCH_STORE_OPTIONS`` (a JSON object of `open_store` options, e.g.
+    ``{"vector_datatype": "float16"}``; those that shape a collection apply when it is created).
     """
 
     store: str | None = None
@@ -22,6 +28,7 @@ class Settings:
     captioner: str | None = None
     device: str | None = None
     batch_size: int = 32
+    store_options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -33,6 +40,31 @@ class Settings:
             "model": env.get("GEOSEARCH_MODEL") or None,
             "captioner": env.get("GEOSEARCH_CAPTIONER") or None,
             "device": env.get("GEOSEARCH_DEVICE") or None,
+            "store_options": _json_object(env.get("GEOSEARCH_STORE_OPTIONS") or "{}", "GEOSEARCH_STORE_OPTIONS"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise InvalidInput(f"{what} is not valid JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{what} must be a JSON object of store options, got {text!r}")
+    return value
+
+
+def parse_store_options(pairs: Sequence[str], base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """KEY=VALUE pairs (VALUE as JSON, else as a string: hnsw_ef=256, vector_datatype=float16) over `base`."""
+    out = dict(base or {})
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"store option {pair!r} is not KEY=VALUE")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except ValueError:
+            out[key.strip()] = raw
+    return out

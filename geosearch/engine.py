@@ -77,6 +77,7 @@ class Engine:
             url=settings.qdrant_url,
             api_key=settings.qdrant_api_key,
             create=create,
+            **settings.store_options,
         )
         return cls(embedder, store, captioner_spec=settings.captioner, model_options=options)
 

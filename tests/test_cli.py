@@ -64,6 +64,9 @@ def test_cli_scenes_and_delete(cli_store: Path, tmp_path: Path, scenes_dir: Path
         (("ingest", "/nonexistent/scene.tif", "--quiet"), 1, "scene.tif"),
         (("ingest", "x.tif", "--bands", "4,x"), 2, "--bands"),
         (("delete", "no-such-scene"), 1, "no scene"),
+        (("search", "road", "--store-option", "no_such_option=1"), 2, "unknown store option(s): no_such_option"),
+        (("search", "road", "--store-option", "hnsw_ef"), 2, "KEY=VALUE"),
+        (("ingest", "x.tif", "--store-option", "vector_datatype=float8"), 2, "vector_datatype must be one of"),
     ],
 )
 def test_cli_errors_are_one_clear_line(cli_store: Path, args: tuple[str, ...], code: int, message: str) -> None:
@@ -71,6 +74,23 @@ def test_cli_errors_are_one_clear_line(cli_store: Path, args: tuple[str, ...], c
     assert result.returncode == code, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_store_options_shape_a_new_store(tmp_path: Path, scenes_dir: Path) -> None:
+    """--store-option reaches open_store: a float16 store is created, later runs need no option."""
+    store = tmp_path / "store"
+    scene = str(scenes_dir / "rio-tiler" / "cog_rgb.tif")
+    result = run("ingest", scene, "--quiet", "--no-captions", "--store-option", "vector_datatype=float16", store=store)
+    assert result.returncode == 0, result.stderr
+    (meta,) = store.glob("*/meta.json")
+    assert json.loads(meta.read_text())["vector_datatype"] == "float16"
+    hits = run("search", "a road", "--limit", "2", store=store)
+    assert hits.returncode == 0 and len(hits.stdout.strip().splitlines()) == 2, hits.stderr
+    env_bad = {**os.environ, "GEOSEARCH_STORE": str(store), "GEOSEARCH_STORE_OPTIONS": "[1]"}
+    bad = subprocess.run(
+        [sys.executable, "-m", "geosearch", "search", "road"], capture_output=True, text=True, env=env_bad, timeout=600
+    )
+    assert bad.returncode == 2 and "GEOSEARCH_STORE_OPTIONS must be a JSON object" in bad.stderr
 
 
 def test_search_on_an_empty_store_says_so(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -171,3 +172,19 @@ def test_io_threads_yield_the_cpu_to_the_model(fresh_engine, scenes_dir, io_nice
     assert report.ok and seen
     assert set(seen) == {base if io_nice is None else max(base, io_nice)}
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
+
+
+@pytest.mark.parametrize("interval", [None, 0.0005])
+def test_gil_switch_interval_only_while_ingesting(fresh_engine, scenes_dir, interval) -> None:  # type: ignore[no-untyped-def]
+    """The short GIL switch interval holds while the stages run and the caller's setting comes back."""
+    seen: list[float] = []
+    before = sys.getswitchinterval()
+    report = ingest(
+        fresh_engine,
+        [scenes_dir / "rasterio" / "cogeo.tif"],
+        IngestOptions(captions=False, gil_switch_interval=interval),
+        lambda done, scenes, total: seen.append(sys.getswitchinterval()),
+    )
+    assert report.ok and seen
+    assert set(seen) == {before if interval is None else interval}
+    assert sys.getswitchinterval() == before
