@@ -10,7 +10,7 @@ only after its last chip is written, so an interrupted run redoes it next time.
 On a few cores, set OMP_WAIT_POLICY=PASSIVE before torch is imported (`geosearch ingest` does, unless
 it is set): by default the model's OpenMP threads spin between operators, and the reader, at a lower
 priority, starved. Measured at 10,000² on 2 cores: end to end 0.78-0.82 of the model-only rate with
-spinning, 0.85-0.90 passive (model-only unchanged within the noise).
+spinning, 0.83-0.91 passive (model-only unchanged within the noise).
 """
 
 from __future__ import annotations
