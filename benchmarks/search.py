@@ -748,6 +748,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwrote {args.out}")
 
     keys: dict[str, Any] = {
+        "search_store_options": options,
         "recall_at_10_min": min(
             r[mode][f]["recall_mean"] for r in results.values() for mode in ("http", "inproc") for f, _ in FILTERS
         )
