@@ -156,37 +156,30 @@ def box_cells(boxes: Sequence[BBox]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     (coarse, coarse_offset), (fine, fine_offset) = CELL_LEVELS
     ratio = round(coarse / fine)
     plans = []
-    coarse_meeting = fine_count = 0
+    coarse_count = fine_count = 0
     for box in boxes:
-        outer = _meeting(box, coarse)
-        block = _inside(box, coarse)
-        fine_rect = _meeting(box, fine)
-        if _area(*block):  # the inner block less its outer ring of fine cells
-            hole = (block[0] * ratio + 1, block[1] * ratio + 1, (block[2] + 1) * ratio - 2, (block[3] + 1) * ratio - 2)
+        block = _inside(box, coarse)  # empty ranges give empty holes and areas below
+        bx0, by0, bx1, by1 = block
+        hole = (bx0 * ratio + 1, by0 * ratio + 1, (bx1 + 1) * ratio - 2, (by1 + 1) * ratio - 2)  # block less a ring
+        block_fine = (bx0 * ratio, by0 * ratio, (bx1 + 1) * ratio - 1, (by1 + 1) * ratio - 1)
+        plans.append((box, block, hole, block_fine))
+        coarse_count += _area(*_meeting(box, coarse))
+        fine_count += _area(*block) + _area(*_meeting(box, fine)) - _area(*hole)
+    fine_fits = fine_count <= MAX_CELLS
+    if not fine_fits and coarse_count > MAX_CELLS:
+        return (), ()
+    cover: set[int] = set()
+    inner: set[int] = set()
+    for box, block, hole, block_fine in plans:
+        whole = _ids(block, coarse, coarse_offset, _NO_HOLE)
+        inner |= whole
+        if fine_fits:
+            cover |= whole | _ids(_meeting(box, fine), fine, fine_offset, hole)
+            # fine cells inside the box but outside the coarse block: the lower bound counts a centre once
+            inner |= _ids(_inside(box, fine), fine, fine_offset, block_fine)
         else:
-            block, hole = _NO_HOLE, _NO_HOLE
-        coarse_meeting += _area(*outer)
-        fine_count += _area(*block) + _area(*fine_rect) - _area(*hole)
-        plans.append((outer, block, fine_rect, hole, box))
-    if fine_count <= MAX_CELLS:
-        cover: set[int] = set()
-        inner: set[int] = set()
-        for _, block, fine_rect, hole, box in plans:
-            cover |= _ids(block, coarse, coarse_offset, _NO_HOLE)
-            cover |= _ids(fine_rect, fine, fine_offset, hole)
-            inner |= _ids(block, coarse, coarse_offset, _NO_HOLE)
-            # fine cells inside the box but outside the coarse block (a lower bound counts each centre once)
-            block_fine = (block[0] * ratio, block[1] * ratio, (block[2] + 1) * ratio - 1, (block[3] + 1) * ratio - 1)
-            inner |= _ids(_inside(box, fine), fine, fine_offset, block_fine if _area(*block) else _NO_HOLE)
-        return tuple(sorted(cover)), tuple(sorted(inner))
-    if coarse_meeting <= MAX_CELLS:
-        outer_ids: set[int] = set()
-        inner_ids: set[int] = set()
-        for outer, block, _, _, _ in plans:
-            outer_ids |= _ids(outer, coarse, coarse_offset, _NO_HOLE)
-            inner_ids |= _ids(block, coarse, coarse_offset, _NO_HOLE)
-        return tuple(sorted(outer_ids)), tuple(sorted(inner_ids))
-    return (), ()
+            cover |= _ids(_meeting(box, coarse), coarse, coarse_offset, _NO_HOLE)
+    return tuple(sorted(cover)), tuple(sorted(inner))
 
 
 def footprint_geometry(footprint: Mapping[str, Any]) -> shapely.Geometry:
