@@ -109,6 +109,32 @@ def _edge_filter(where: Where) -> qe.Filter | None:
     return qe.Filter(must=must or None, must_not=must_not or None)
 
 
+def _prefetch(root: Path) -> None:
+    """Ask the kernel to read a shard's files into the page cache in the background (Linux).
+
+    Payloads and payload indexes are read on demand; on a machine that reclaims idle page cache, a
+    server's searches then paid ~1 ms disk reads per result (1M chips: first-pass p99 250-340 ms).
+    Skipped when the files would take more than half of the available memory.
+    """
+    if not hasattr(os, "posix_fadvise"):
+        return
+    files = [p for p in root.rglob("*") if p.is_file()]
+    try:
+        meminfo = Path("/proc/meminfo").read_text().split()
+        available = int(meminfo[meminfo.index("MemAvailable:") + 1]) * 1024
+        if sum(p.stat().st_size for p in files) > available // 2:
+            return
+    except (OSError, ValueError, IndexError):
+        return
+    for path in files:
+        with contextlib.suppress(OSError):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            finally:
+                os.close(fd)
+
+
 def _pack(payload: dict[str, Any]) -> dict[str, Any]:
     footprint = payload.get("footprint")
     if isinstance(footprint, dict):
@@ -398,6 +424,7 @@ class EdgeStore(BaseStore):
         pages, not new memory.
         """
         self._check_open()
+        _prefetch(self.dir / "chips")
         probe = [1.0] + [0.0] * (self.dim - 1)
         req = qe.QueryRequest(
             limit=1, query=qe.Query.Nearest(probe), with_payload=False, params=self._params(True, False)
