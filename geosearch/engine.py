@@ -69,7 +69,8 @@ class Engine:
         options: dict[str, Any] = {"batch_size": settings.batch_size}
         if settings.device:
             options["device"] = settings.device
-        embedder = load_embedder(settings.model, **options)
+        runtime = {"runtime": settings.model_runtime} if settings.model_runtime else {}
+        embedder = load_embedder(settings.model, **options, **runtime)
         store = open_store(
             settings.store,
             model_id=embedder.model_id,
@@ -109,6 +110,7 @@ class Engine:
             scene=query.scene,
             datetime=query.datetime,
             exclude=exclude,
+            gsd=query.gsd,
         )
 
     def captions(self, query: CaptionsQuery) -> tuple[list[Hit], str | None]:

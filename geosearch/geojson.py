@@ -19,6 +19,7 @@ def chip_feature(hit: Hit, chip_url: Callable[[str], str] | None = None) -> Feat
         "scene": p.scene_id,
         "window": msgspec.to_builtins(p.window),
         "gsd": p.gsd,
+        "scale": p.scale,
         "datetime": p.datetime,
         "valid_fraction": p.valid_fraction,
     }

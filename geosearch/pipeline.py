@@ -350,7 +350,7 @@ class Ingestor:
             for chip, payload, vector in zip(batch.chips, batch.payloads, batch.vectors, strict=True):
                 payload.ingested_at = stamp
                 payload.model_id = model_id
-                pid = chip_id(payload.scene_id, chip.spec.window, payload.chip_size, model_id)
+                pid = chip_id(payload.scene_id, chip.spec.window, payload.chip_size, model_id, payload.scale)
                 points.append(ChipPoint(id=pid, vector=vector, payload=payload))
             self.engine.store.upsert(points)
             result.chips += len(points)

@@ -13,6 +13,7 @@ from geosearch.errors import InvalidInput
 
 BBox = tuple[float, float, float, float]
 Interval = tuple[str | None, str | None]
+GsdRange = tuple[float | None, float | None]
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 1000
@@ -74,6 +75,41 @@ def parse_datetime(value: str | None) -> Interval | None:
         raise InvalidInput("datetime interval must have at least one closed end")
     if start and end and start > end:
         raise InvalidInput(f"datetime interval starts after it ends: {value!r}")
+    return (start, end)
+
+
+GSD_SYNTAX = "min/max in metres per pixel, '..' for an open end (e.g. 0.5/2 or ../2)"
+
+
+def _gsd_end(text: str, value: str) -> float | None:
+    text = text.strip()
+    if text in ("", ".."):
+        return None
+    try:
+        end = float(text)
+    except ValueError:
+        raise InvalidInput(f"gsd range ends must be numbers or '..', got {text!r} in {value!r}") from None
+    if not math.isfinite(end) or end < 0:
+        raise InvalidInput(f"gsd range ends must be finite and not negative, got {text!r} in {value!r}")
+    return end
+
+
+def parse_gsd(value: str | None) -> GsdRange | None:
+    """Parse a chip ground-resolution range ``min/max`` (inclusive), with ``..`` or empty for an open end.
+
+    Always a range: a chip's gsd is whatever its scene and scale give (0.597..., 2.389...), so one
+    exact value would match nothing.
+    """
+    if value is None or not value.strip():
+        return None
+    if "/" not in value:
+        raise InvalidInput(f"gsd must be a range {GSD_SYNTAX}; got {value!r}")
+    start_text, _, end_text = value.partition("/")
+    start, end = _gsd_end(start_text, value), _gsd_end(end_text, value)
+    if start is None and end is None:
+        raise InvalidInput(f"gsd range must have at least one closed end: {GSD_SYNTAX}")
+    if start is not None and end is not None and start > end:
+        raise InvalidInput(f"gsd range starts above its end: {value!r}")
     return (start, end)
 
 

@@ -16,6 +16,8 @@ class SearchRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     limit: int = 10
     scene: str | None = None
     datetime: str | None = None
+    gsd: str | None = None
+    """Chip ground resolution range ``min/max`` in metres per pixel, ``..`` for an open end."""
 
 
 class SearchQuery(msgspec.Struct, kw_only=True):
@@ -27,6 +29,7 @@ class SearchQuery(msgspec.Struct, kw_only=True):
     limit: int = 10
     scene: str | None = None
     datetime: tuple[str | None, str | None] | None = None
+    gsd: tuple[float | None, float | None] | None = None
 
 
 class CaptionsQuery(msgspec.Struct, kw_only=True):

@@ -39,6 +39,8 @@ class ChipPayload(msgspec.Struct, kw_only=True):
     centre: GeoPoint
     gsd: float
     """Ground sampling distance of the chip as embedded, metres per pixel."""
+    scale: int = 1
+    """Factor of `gsd` over the scene's base GSD (1 = native or `--gsd`); multi-scale ingest mixes several."""
     valid_fraction: float
     padded: bool = False
     """True for an edge chip that extends past the scene and was padded (scene smaller than a chip)."""

@@ -107,3 +107,14 @@ def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_clip_spec(tiny_clip_dir: Path) -> str:
     """Embedder spec of the tiny CLIP: ``load_embedder(tiny_clip_spec)`` loads in well under a second."""
     return f"local-dir:{tiny_clip_dir}"
+
+
+@pytest.fixture
+def tiny_engine(tmp_path, tiny_clip_spec):  # type: ignore[no-untyped-def]
+    """An engine with the tiny CLIP and no captioner on an empty store: for ingest and filter tests that
+    need real chips and a real store but no real semantics (ingest with ``captions=False``)."""
+    from geosearch import load_embedder
+
+    engine = make_engine(tmp_path / "tiny_store", load_embedder(tiny_clip_spec, device="cpu"), None)
+    yield engine
+    engine.close()

@@ -153,6 +153,11 @@ def test_cors_for_browser_map_clients(client) -> None:  # type: ignore[no-untype
         ("GET", "/search?q=road&limit=0", None, 400, "limit"),
         ("GET", "/search?q=road&limit=abc", None, 400, "limit"),
         ("GET", "/search?q=road&datetime=yesterday", None, 400, "datetime"),
+        ("GET", "/search?q=road&gsd=2/1", None, 400, "gsd range starts above its end"),
+        ("GET", "/search?q=road&gsd=1", None, 400, "gsd must be a range min/max"),
+        ("GET", "/search?q=road&gsd=../..", None, 400, "at least one closed end"),
+        ("GET", "/search?q=road&gsd=a/2", None, 400, "numbers or '..'"),
+        ("POST", "/search", {"q": "road", "gsd": "-1/2"}, 400, "not negative"),
         ("POST", "/search", {"q": "road", "like": "x"}, 400, "exactly one"),
         ("POST", "/search", {"limit": 3}, 400, "exactly one"),
         ("POST", "/search", {"q": "road", "colour": "red"}, 400, "colour"),
@@ -170,6 +175,17 @@ def test_errors_are_4xx_with_a_reason(client, method, url, body, status, reason)
     detail = response.json()
     text = (str(detail.get("detail", "")) + str(detail.get("extra", ""))).lower()
     assert reason.lower() in text, detail
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("0.5/2", (0.5, 2.0)), ("../2", (None, 2.0)), ("0.5/..", (0.5, None)), ("/2", (None, 2.0)), ("1/1", (1.0, 1.0))],
+)
+def test_gsd_range_syntax(text: str, expected: tuple[float | None, float | None]) -> None:
+    from geosearch.query import parse_gsd
+
+    assert parse_gsd(text) == expected
+    assert parse_gsd(None) is None and parse_gsd(" ") is None
 
 
 def test_limit_is_capped(client, ingested) -> None:  # type: ignore[no-untyped-def]

@@ -63,6 +63,10 @@ def test_cli_scenes_and_delete(cli_store: Path, tmp_path: Path, scenes_dir: Path
         (("search", "   "), 2, "empty"),
         (("ingest", "/nonexistent/scene.tif", "--quiet"), 1, "scene.tif"),
         (("ingest", "x.tif", "--bands", "4,x"), 2, "--bands"),
+        (("ingest", "x.tif", "--scales", "1,x"), 2, "--scales takes comma-separated integer factors"),
+        (("ingest", "x.tif", "--scales", "0,4"), 2, "scales must be distinct integer factors >= 1"),
+        (("search", "road", "--gsd", "2/1"), 2, "gsd range starts above its end"),
+        (("search", "road", "--gsd", "-1/2"), 2, "not negative"),
         (("delete", "no-such-scene"), 1, "no scene"),
         (("search", "road", "--store-option", "no_such_option=1"), 2, "unknown store option(s): no_such_option"),
         (("search", "road", "--store-option", "hnsw_ef"), 2, "KEY=VALUE"),
@@ -74,6 +78,18 @@ def test_cli_errors_are_one_clear_line(cli_store: Path, args: tuple[str, ...], c
     assert result.returncode == code, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cli_multiscale_ingest_and_gsd_search(tmp_path: Path, scenes_dir: Path) -> None:
+    store = tmp_path / "store"
+    scene = str(scenes_dir / "rasterio" / "cogeo.tif")
+    result = run("ingest", scene, "--scales", "4,1", "--no-captions", "--quiet", store=store)
+    assert result.returncode == 0, result.stderr
+    assert "29 chips" in result.stdout  # 25 at 0.6 m + 4 at 2.4 m
+    found = run("search", "a lake", "--gsd", "1/..", "--limit", "100", "--geojson", store=store)
+    assert found.returncode == 0, found.stderr
+    properties = [f["properties"] for f in json.loads(found.stdout)["features"]]
+    assert len(properties) == 4 and all(p["scale"] == 4 and p["gsd"] > 2 for p in properties)
 
 
 def test_store_options_shape_a_new_store(tmp_path: Path, scenes_dir: Path) -> None:

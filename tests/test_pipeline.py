@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,75 @@ def test_failed_scene_does_not_stop_the_others(tmp_path, fresh_engine, scenes_di
         assert status[name].status == "failed"
         assert status[name].error
     assert "CRS" in (status["no_crs.tif"].error or "") or "georeferenc" in (status["no_crs.tif"].error or "")
+
+
+MULTI = IngestOptions(tile=TileOptions(scales=(1, 4)), captions=False)
+
+
+def stored_by_scale(engine) -> dict[int, dict[str, float]]:  # type: ignore[no-untyped-def]
+    """Every stored chip as {scale: {id: gsd}}."""
+    hits, token = engine.store.browse(limit=1000)
+    assert token is None
+    out: dict[int, dict[str, float]] = {}
+    for h in hits:
+        out.setdefault(h.payload.scale, {})[h.id] = h.payload.gsd
+    return out
+
+
+def test_multiscale_ingest_counts_payloads_ids_and_settings(tiny_engine, scenes_dir) -> None:  # type: ignore[no-untyped-def]
+    """cogeo.tif (1024², 0.597 m) at scales 1,4: 25 + 4 chips in one pass; scale 4 is 4x the gsd."""
+    engine = tiny_engine
+    scene = scenes_dir / "rasterio" / "cogeo.tif"
+    report = ingest(engine, [scene], MULTI)
+    result = report.scenes[0]
+    assert (result.chips, result.skipped) == expected_chips(scene, MULTI.tile) == (29, 0)
+    stored = stored_by_scale(engine)
+    assert {scale: len(ids) for scale, ids in stored.items()} == {1: 25, 4: 4}
+    assert engine.store.count() == 29  # distinct ids: no chip of one scale overwrote another's
+    with open_scene(scene) as plain:
+        native = plain.native_gsd
+    for scale, ids in stored.items():
+        assert all(gsd == pytest.approx(native * scale, rel=1e-9) for gsd in ids.values())
+    info = engine.store.get_scene(result.scene_id or "")
+    assert info is not None and info.settings["scales"] == [1, 4] and info.chips == 29
+
+    # Same settings: skipped. Forced: the same ids again (deterministic), so overwritten, not duplicated.
+    assert ingest(engine, [scene], MULTI).scenes[0].status == "already"
+    assert ingest(engine, [scene], replace(MULTI, force=True)).scenes[0].status == "ingested"
+    assert stored_by_scale(engine) == stored
+
+    # Other scales re-chip: back to one scale, the coarse chips are gone and the native ids are kept.
+    single = ingest(engine, [scene], IngestOptions(captions=False))
+    assert single.scenes[0].status == "ingested" and single.chips == 25
+    assert stored_by_scale(engine) == {1: stored[1]}
+
+
+def test_search_ranks_across_scales_and_filters_by_gsd(tiny_engine, scenes_dir) -> None:  # type: ignore[no-untyped-def]
+    from geosearch.schemas import SearchQuery
+    from litestar.testing import TestClient
+
+    from geosearch.api import create_app
+
+    engine = tiny_engine
+    assert ingest(engine, [scenes_dir / "rasterio" / "cogeo.tif"], MULTI).ok
+    hits = engine.search(SearchQuery(q="a lake", limit=100))
+    assert len(hits) == 29 and {h.payload.scale for h in hits} == {1, 4}  # one collection, one ranking
+    scores = [h.score or 0.0 for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    coarse = engine.search(SearchQuery(q="a lake", limit=100, gsd=(1.0, None)))
+    assert len(coarse) == 4 and all(h.payload.scale == 4 and h.payload.gsd >= 1.0 for h in coarse)
+    # The ranking within the range is the full ranking restricted to it.
+    assert [h.id for h in coarse] == [h.id for h in hits if h.payload.scale == 4]
+
+    with TestClient(create_app(engine)) as client:
+        got = client.get("/search", params={"q": "a lake", "gsd": "../1", "limit": 100})
+        posted = client.post("/search", json={"q": "a lake", "gsd": "2/2.5", "limit": 100})
+        bad = client.get("/search", params={"q": "a lake", "gsd": "2/1"})
+    assert got.status_code == 200 and posted.status_code == 200
+    fine = [f["properties"] for f in got.json()["features"]]
+    assert len(fine) == 25 and all(p["scale"] == 1 and p["gsd"] <= 1 for p in fine)
+    assert [f["properties"]["scale"] for f in posted.json()["features"]] == [4] * 4
+    assert bad.status_code == 400 and "gsd range starts above its end" in bad.json()["detail"]
 
 
 def write_scene_at(path: Path, source: Path, west: float, north: float, res: float = 0.0002) -> None:

@@ -55,7 +55,14 @@ def square(lon: float, lat: float, half: float) -> dict[str, object]:
 
 
 def make_chip(
-    i: int, scene: str, lon: float, lat: float, half: float, vec: NDArray[np.float32], model: str = MODEL
+    i: int,
+    scene: str,
+    lon: float,
+    lat: float,
+    half: float,
+    vec: NDArray[np.float32],
+    model: str = MODEL,
+    scale: int = 1,
 ) -> Chip:
     window = Window(col=(i % 50) * 224, row=(i // 50) * 224, width=224, height=224)
     payload = ChipPayload(
@@ -66,12 +73,13 @@ def make_chip(
         crs="EPSG:4326",
         footprint=square(lon, lat, half),
         centre=GeoPoint(lon=lon, lat=lat),
-        gsd=10.0,
+        gsd=0.6 * scale,
+        scale=scale,
         valid_fraction=1.0,
         datetime=SCENE_DATES.get(scene),
         model_id=model,
     )
-    return Chip(ChipPoint(chip_id(scene, window, 224, model), vec, payload), lon, lat, half)
+    return Chip(ChipPoint(chip_id(scene, window, 224, model, scale), vec, payload), lon, lat, half)
 
 
 def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> NDArray[np.float32]:
@@ -90,7 +98,8 @@ def synthetic(n: int = 300, seed: int = 0) -> list[Chip]:
         else:
             lon = float(rng.uniform(-30.0, 30.0))
         lat = float(rng.uniform(-20.0, 20.0))
-        chips.append(make_chip(i, scene, lon, lat, float(rng.uniform(0.05, 0.4)), vecs[i]))
+        scale = (1, 2, 4, 16)[i % 4]  # multi-scale chips: gsd 0.6, 1.2, 2.4, 9.6 m
+        chips.append(make_chip(i, scene, lon, lat, float(rng.uniform(0.05, 0.4)), vecs[i], scale=scale))
     return chips
 
 
@@ -104,9 +113,17 @@ def _lon_overlap(a_w: float, a_e: float, b_w: float, b_e: float) -> bool:
     return any(x0 <= y1 and y0 <= x1 for x0, x1 in arcs(a_w, a_e) for y0, y1 in arcs(b_w, b_e))
 
 
-def ref_matches(c: Chip, bbox: BBox | None, scene: str | None, interval: tuple[str | None, str | None] | None) -> bool:
+def ref_matches(
+    c: Chip,
+    bbox: BBox | None,
+    scene: str | None,
+    interval: tuple[str | None, str | None] | None,
+    gsd: tuple[float | None, float | None] | None = None,
+) -> bool:
     p = c.point.payload
     if scene is not None and p.scene_id != scene:
+        return False
+    if gsd is not None and not ((gsd[0] is None or p.gsd >= gsd[0]) and (gsd[1] is None or p.gsd <= gsd[1])):
         return False
     if interval is not None:
         if p.datetime is None:
@@ -131,8 +148,9 @@ def ref_search(
     scene: str | None = None,
     interval: tuple[str | None, str | None] | None = None,
     exclude: tuple[str, ...] = (),
+    gsd: tuple[float | None, float | None] | None = None,
 ) -> list[tuple[str, float]]:
-    cand = [c for c in chips if c.point.id not in exclude and ref_matches(c, bbox, scene, interval)]
+    cand = [c for c in chips if c.point.id not in exclude and ref_matches(c, bbox, scene, interval, gsd)]
     scored = [(c.point.id, float(np.dot(c.point.vector, q))) for c in cand]
     return sorted(scored, key=lambda t: -t[1])[:limit]
 
@@ -180,6 +198,9 @@ QUERIES: list[dict[str, Any]] = [
     {"interval": ("2022-01-01", None)},
     {"interval": (None, None)},
     {"bbox": (-30.0, -20.0, 30.0, 0.0), "scene": "s1", "interval": (None, "2021-06-01T00:00:00Z")},
+    {"gsd": (1.0, 3.0)},  # scales 2 and 4 of the multi-scale chips
+    {"gsd": (None, 1.2)},  # an open end; the bound itself is inside
+    {"gsd": (2.4, None), "bbox": (-10.0, -5.0, 10.0, 5.0)},
 ]
 
 
@@ -188,9 +209,11 @@ QUERIES: list[dict[str, Any]] = [
 def test_search_matches_reference(shared: ChipStore, chips: list[Chip], query: dict[str, Any]) -> None:
     rng = np.random.default_rng(1)
     for q in unit(rng, 5):
-        interval = query.get("interval")
-        expected = ref_search(chips, q, 10, query.get("bbox"), query.get("scene"), interval)
-        hits = shared.search(q, limit=10, bbox=query.get("bbox"), scene=query.get("scene"), datetime=interval)
+        interval, gsd = query.get("interval"), query.get("gsd")
+        expected = ref_search(chips, q, 10, query.get("bbox"), query.get("scene"), interval, gsd=gsd)
+        hits = shared.search(
+            q, limit=10, bbox=query.get("bbox"), scene=query.get("scene"), datetime=interval, gsd=gsd
+        )
         assert [h.id for h in hits] == [i for i, _ in expected]
         assert [h.score for h in hits] == pytest.approx([s for _, s in expected], abs=1e-4)
     assert expected, "the query should match something, or it tests nothing"
@@ -237,6 +260,15 @@ def test_browse_pages_cover_each_match_once(shared: ChipStore, chips: list[Chip]
     assert pages > 1
     with pytest.raises(InvalidInput):
         shared.browse(offset="garbage")
+
+
+def test_chip_ids_are_stable_and_differ_between_scales() -> None:
+    window = Window(col=224, row=448, width=224, height=224)
+    # The scale-1 id is the one stores written before multi-scale chips hold.
+    assert chip_id("scene", window, 224, MODEL) == chip_id("scene", window, 224, MODEL, 1)
+    assert chip_id("scene", window, 224, MODEL) == "feb065b1-7b12-5b8a-88c6-0735c9bf5314"
+    ids = {chip_id("scene", window, 224, MODEL, scale) for scale in (1, 2, 4)}
+    assert len(ids) == 3
 
 
 def test_count_delete_and_idempotent_upsert(filled: ChipStore, chips: list[Chip]) -> None:

@@ -109,6 +109,11 @@ def test_auto_bands() -> None:
         {"gsd": float("nan")},
         {"bands": (1, 2)},
         {"bands": (0, 1, 2)},
+        {"scales": ()},
+        {"scales": (0, 4)},
+        {"scales": (1, 1)},
+        {"scales": (1, 2.5)},
+        {"scales": [1, 4]},
     ],
 )
 def test_bad_options_are_invalid_input(kwargs: dict[str, Any]) -> None:
@@ -121,6 +126,11 @@ def test_settings_are_json_and_track_options() -> None:
     assert msgspec.json.decode(msgspec.json.encode(a)) == a
     assert a == TileOptions(stride=224).settings()
     assert a != TileOptions(gsd=2.0).settings()
+    # One scale is the default and leaves the fingerprint as before multi-scale chips existed.
+    assert a == TileOptions(scales=(1,)).settings() and "scales" not in a
+    multi = TileOptions(scales=(4, 1))
+    assert multi == TileOptions(scales=(1, 4)) and multi.scales == (1, 4)
+    assert multi.settings() == {**a, "scales": [1, 4]} != TileOptions(scales=(1, 2)).settings()
 
 
 # -- every shared scene -------------------------------------------------------------------------
@@ -370,6 +380,78 @@ def test_target_gsd_reads_coarser_chips(scenes_dir: Path) -> None:
         assert np.abs(chip.pixels.astype(int) - np.moveaxis(ref, 0, -1)).mean() < 12
 
 
+# -- multi-scale chips --------------------------------------------------------------------------
+
+
+def scale_counts(specs: list[ChipSpec]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for spec in specs:
+        counts[spec.scale] = counts.get(spec.scale, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "stride", "scales"),
+    [(1024, 1024, None, (1, 4)), (2000, 1300, 112, (1, 2, 4)), (700, 500, None, (1, 4)), (3000, 250, 200, (3, 1))],
+)
+def test_scales_chip_at_every_factor_with_the_grid_arithmetic(
+    tmp_path: Path, width: int, height: int, stride: int | None, scales: tuple[int, ...]
+) -> None:
+    """Each scale is the plain grid at `scale` x the native window and stride; finest scale first."""
+    data = np.random.default_rng(0).integers(0, 255, (3, height, width), dtype=np.uint8)
+    path = write_tif(tmp_path / "s.tif", data, transform=from_origin(500000, 5000000, 0.5, 0.5))
+    options = TileOptions(stride=stride, scales=scales)
+    with open_scene(path, options) as scene:
+        specs = list(scene.windows())
+        step = 224 if stride is None else stride
+        expected = {
+            s: len(expected_starts(width, 224 * s, step * s)) * len(expected_starts(height, 224 * s, step * s))
+            for s in scales
+        }
+        assert scale_counts(specs) == expected and scene.count() == len(specs) == sum(expected.values())
+        assert [s.scale for s in specs] == sorted(s.scale for s in specs)
+        for spec in specs:
+            assert (spec.window.width, spec.window.height) == (224 * spec.scale, 224 * spec.scale)
+            starts = expected_starts(width, 224 * spec.scale, step * spec.scale)
+            assert spec.window.col in starts
+        payloads = [scene.payload(scene.read(spec)) for spec in (specs[0], specs[-1])]
+    assert [p.scale for p in payloads] == [min(scales), max(scales)]
+    for p in payloads:
+        assert p.gsd == pytest.approx(0.5 * p.scale, rel=1e-9)
+        assert p.window.width == 224 * p.scale and p.chip_size == 224
+
+
+def test_coarse_chip_is_the_decimated_window_and_renders_again(scenes_dir: Path) -> None:
+    """cogeo.tif (1024², 0.597 m, overviews 2..64): scale 4 = 2.39 m chips read through the overviews."""
+    path = scenes_dir / "rasterio/cogeo.tif"
+    with open_scene(path, TileOptions(scales=(1, 4))) as scene:
+        specs = list(scene.windows())
+        assert scale_counts(specs) == {1: 25, 4: 4}
+        assert scene.gsd == scene.native_gsd == scene.grid_at(1).gsd
+        assert scene.grid_at(4).gsd == pytest.approx(4 * scene.native_gsd, rel=1e-9)
+        coarse = next(s for s in specs if s.scale == 4)
+        chip = scene.read(coarse)
+        p = scene.payload(chip)
+    assert p.scale == 4 and p.gsd == pytest.approx(2.3887, rel=1e-4) and chip.valid_fraction == 1.0
+    assert (render_chip(p) == chip.pixels).all()
+    with rasterio.open(path) as ds:
+        ref = ds.read(window=RioWindow(0, 0, 896, 896), out_shape=(3, 224, 224))
+    assert np.abs(chip.pixels.astype(int) - np.moveaxis(ref, 0, -1)).mean() < 12
+
+
+def test_scales_multiply_a_target_gsd(scenes_dir: Path) -> None:
+    path = scenes_dir / "rasterio/cogeo.tif"
+    with open_scene(path, TileOptions(gsd=1.2, scales=(1, 2))) as scene:
+        native = scene.native_gsd
+        base, double = scene.grid_at(1), scene.grid_at(2)
+        assert base.window == (round(224 * 1.2 / native),) * 2 and double.window == (round(448 * 1.2 / native),) * 2
+        assert base.gsd == pytest.approx(1.2, rel=0.005) and double.gsd == pytest.approx(2.4, rel=0.005)
+        assert scale_counts(list(scene.windows())) == {
+            1: len(expected_starts(1024, base.window[0], base.window[0])) ** 2,
+            2: len(expected_starts(1024, double.window[0], double.window[0])) ** 2,
+        }
+
+
 # -- refusals -----------------------------------------------------------------------------------
 
 
@@ -426,17 +508,22 @@ def test_huge_sparse_scene_is_read_through_windows(tmp_path: Path) -> None:
     assert path.stat().st_size < 5_000_000
     tracemalloc.start()
     try:
-        with open_scene(path) as scene:
+        with open_scene(path, TileOptions(scales=(1, 16))) as scene:
             n = len(expected_starts(20000, 224, 224))
-            assert scene.count() == n * n == 90 * 90
+            m = len(expected_starts(20000, 224 * 16, 224 * 16))
+            assert scene.count() == n * n + m * m == 90 * 90 + 6 * 6
             specs = list(scene.windows())
-            chips = scene.read_many([specs[0], specs[-1], specs[45 * 90 + 45]])
+            chips = scene.read_many([specs[0], specs[n * n - 1], specs[45 * 90 + 45], specs[n * n]])
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert peak < 48 * 2**20, peak  # the scene itself is 2.4 GB; the stretch sample ~6 MB
     assert chips[0].valid_fraction == 1.0 and chips[0].pixels.any()
     assert chips[2].valid_fraction == 0.0 and not chips[2].pixels.any()
+    # A scale-16 chip is 3584² native pixels decimated into 224², not a 3584² array in memory.
+    coarse = chips[3]
+    assert coarse.spec.scale == 16 and coarse.spec.window.width == 3584 and coarse.pixels.shape == (224, 224, 3)
+    assert 0.0 < coarse.valid_fraction < 0.05  # one 512² patch of data in its corner
 
 
 # -- ids, render, threads -----------------------------------------------------------------------

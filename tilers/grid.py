@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
 from geosearch.schemas.chips import Window
 
@@ -43,3 +44,22 @@ def window_count(width: int, height: int, win_w: int, win_h: int, stride_x: int,
 def scaled(length: float, factor: float) -> int:
     """Native pixels covered by `length` chip pixels at `factor` native px per chip px (at least 1)."""
     return max(1, round(length * factor))
+
+
+class ChipGrid(NamedTuple):
+    """One scale's chip grid: native pixels per chip and per step (x, y), and the chips' metres per pixel."""
+
+    window: tuple[int, int]
+    stride: tuple[int, int]
+    gsd: float
+
+
+def chip_grid(chip_size: int, stride: int, res: tuple[float, float], factor: tuple[float, float]) -> ChipGrid:
+    """The grid of `chip_size` chips at `factor` native px per chip px, on native pixels of `res` metres.
+
+    The gsd is what the rounded window really gives, not the requested factor times `res`.
+    """
+    window = (scaled(chip_size, factor[0]), scaled(chip_size, factor[1]))
+    step = (scaled(stride, factor[0]), scaled(stride, factor[1]))
+    gsd = (res[0] * window[0] + res[1] * window[1]) / (2.0 * chip_size)
+    return ChipGrid(window, step, gsd)

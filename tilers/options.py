@@ -27,6 +27,8 @@ class TileOptions:
 
     `stride` is in output chip pixels (like `chip_size`), so overlap means the same thing at any
     target GSD. `bands` are 1-based source bands for R, G, B; a single band is replicated to grey.
+    `scales` are factors over the base GSD (`gsd`, or the scene's own): each scene is chipped once
+    per factor, so objects from a car park to a whole lake fit in some chip.
     """
 
     chip_size: int = 224
@@ -34,6 +36,7 @@ class TileOptions:
     bands: tuple[int, ...] | None = None
     gsd: float | None = None
     min_valid: float = 0.5
+    scales: tuple[int, ...] = (1,)
 
     def __post_init__(self) -> None:
         if not _is_int(self.chip_size) or not 1 <= self.chip_size <= MAX_CHIP_SIZE:
@@ -61,14 +64,28 @@ class TileOptions:
             or not 0.0 <= self.min_valid <= 1.0
         ):
             raise InvalidInput(f"min_valid must be a fraction in 0..1, got {self.min_valid!r}")
+        if (
+            not isinstance(self.scales, tuple)
+            or not self.scales
+            or not all(_is_int(s) and s >= 1 for s in self.scales)
+            or len(set(self.scales)) != len(self.scales)
+        ):
+            raise InvalidInput(
+                f"scales must be distinct integer factors >= 1 over the base GSD (e.g. 1,4), got {self.scales!r}"
+            )
+        # Canonical order, so (4, 1) and (1, 4) are the same options, settings and chip order.
+        object.__setattr__(self, "scales", tuple(sorted(int(s) for s in self.scales)))
 
     @property
     def effective_stride(self) -> int:
         return self.chip_size if self.stride is None else int(self.stride)
 
     def settings(self) -> dict[str, object]:
-        """JSON-able fingerprint: a scene ingested with equal settings (and file hash) need not be redone."""
-        return {
+        """JSON-able fingerprint: a scene ingested with equal settings (and file hash) need not be redone.
+
+        `scales` is left out at its default (1,) so scenes recorded before multi-scale chips still match.
+        """
+        settings: dict[str, object] = {
             "tiler_version": TILER_VERSION,
             "chip_size": int(self.chip_size),
             "stride": self.effective_stride,
@@ -76,6 +93,9 @@ class TileOptions:
             "gsd": None if self.gsd is None else float(self.gsd),
             "min_valid": float(self.min_valid),
         }
+        if self.scales != (1,):
+            settings["scales"] = list(self.scales)
+        return settings
 
 
 @dataclass(frozen=True)
@@ -88,6 +108,8 @@ class ChipSpec:
 
     window: Window
     padded: bool = False
+    scale: int = 1
+    """The factor over the base GSD this chip was cut at (one of `TileOptions.scales`)."""
 
 
 @dataclass

@@ -273,16 +273,11 @@ class Scene:
             raise SceneError(f"cannot transform {path} ({self.crs}) to lon/lat: {exc}") from exc
         self.bbox: tuple[float, float, float, float] = geometry.ring_bbox(ring)
         gx, gy = geometry.native_resolution_m(self.transform, self._pyproj_crs, centre)
+        self._res = (gx, gy)
         self.native_gsd: float = (gx + gy) / 2.0
-        if options.gsd is None:
-            fx = fy = 1.0
-        else:
-            fx, fy = options.gsd / gx, options.gsd / gy
-        stride = options.effective_stride
-        self._win = (grid.scaled(options.chip_size, fx), grid.scaled(options.chip_size, fy))
-        self._stride = (grid.scaled(stride, fx), grid.scaled(stride, fy))
-        self.gsd: float = (gx * self._win[0] + gy * self._win[1]) / (2.0 * options.chip_size)
-        """Effective metres per chip pixel: the target GSD up to the rounding of the native window."""
+        self._base = (1.0, 1.0) if options.gsd is None else (options.gsd / gx, options.gsd / gy)
+        self.gsd: float = self.grid_at(1).gsd
+        """Effective metres per chip pixel at scale 1: the target GSD up to the rounding of the native window."""
 
     # -- handles ---------------------------------------------------------------------------------
 
@@ -326,20 +321,31 @@ class Scene:
 
     # -- chips -----------------------------------------------------------------------------------
 
+    def grid_at(self, scale: int) -> grid.ChipGrid:
+        """The chip grid at `scale` x the base GSD: a coarser scale covers more native pixels per chip."""
+        factor = (self._base[0] * scale, self._base[1] * scale)
+        return grid.chip_grid(self.options.chip_size, self.options.effective_stride, self._res, factor)
+
     @property
     def window_size(self) -> tuple[int, int]:
-        """Native pixels (width, height) covered by one chip."""
-        return self._win
+        """Native pixels (width, height) covered by one chip at scale 1."""
+        return self.grid_at(1).window
 
     def count(self) -> int:
         """Number of chips `windows()` yields, without iterating."""
-        n: int = grid.window_count(self.width, self.height, *self._win, *self._stride)
-        return n
+        grids = [self.grid_at(scale) for scale in self.options.scales]
+        return sum(grid.window_count(self.width, self.height, *g.window, *g.stride) for g in grids)
 
     def windows(self) -> Iterator[ChipSpec]:
-        """Chip windows, row-major; bounds only, so listing a huge scene costs no pixel I/O."""
-        for window, padded in grid.iter_windows(self.width, self.height, *self._win, *self._stride):
-            yield ChipSpec(window=window, padded=padded)
+        """Chip windows, scale by scale (finest first), row-major; bounds only, so listing costs no pixel I/O.
+
+        Coarser scales read the same native grid decimated: GDAL serves those reads from overviews
+        when the file has them, so memory stays bounded by the chip batch at every scale.
+        """
+        for scale in self.options.scales:
+            g = self.grid_at(scale)
+            for window, padded in grid.iter_windows(self.width, self.height, *g.window, *g.stride):
+                yield ChipSpec(window=window, padded=padded, scale=scale)
 
     def read(self, spec: ChipSpec) -> Chip:
         """Read one chip (safe to call from several threads at once)."""
@@ -368,7 +374,8 @@ class Scene:
             crs=self.crs,
             footprint={"type": "Polygon", "coordinates": [[[x, y] for x, y in ring]]},
             centre=GeoPoint(lon=lon, lat=lat),
-            gsd=self.gsd,
+            gsd=self.grid_at(chip.spec.scale).gsd,
+            scale=chip.spec.scale,
             valid_fraction=chip.valid_fraction,
             padded=chip.spec.padded,
             bands=list(self.bands),

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from litestar.params import Parameter
 
-from geosearch.query import parse_bbox, parse_datetime, parse_limit, parse_text
+from geosearch.query import GSD_SYNTAX, parse_bbox, parse_datetime, parse_gsd, parse_limit, parse_text
 from geosearch.schemas import CaptionsQuery, SearchQuery, SearchRequest
 
 BBOX_DOC = "minx,miny,maxx,maxy in WGS84 lon/lat; minx > maxx crosses the antimeridian"
 DATETIME_DOC = "RFC 3339 instant or interval start/end, '..' for an open end"
+GSD_DOC = f"chip ground resolution range {GSD_SYNTAX}; chips of every scale rank together without it"
 
 
 def search_query(
@@ -17,6 +18,7 @@ def search_query(
     limit: int | None = Parameter(default=None, description="hits to return (default 10, max 1000)"),
     scene: str | None = None,
     datetime: str | None = Parameter(default=None, description=DATETIME_DOC),
+    gsd: str | None = Parameter(default=None, description=GSD_DOC),
 ) -> SearchQuery:
     return SearchQuery(
         q=parse_text(q),
@@ -24,6 +26,7 @@ def search_query(
         limit=parse_limit(limit),
         scene=scene or None,
         datetime=parse_datetime(datetime),
+        gsd=parse_gsd(gsd),
     )
 
 
@@ -40,6 +43,7 @@ def search_request_query(data: SearchRequest) -> SearchQuery:
         limit=parse_limit(data.limit),
         scene=data.scene,
         datetime=parse_datetime(data.datetime),
+        gsd=parse_gsd(data.gsd),
     )
 
 

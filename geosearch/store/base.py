@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 _CHIP_NS = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/geosearch/geosearch/chip")
 _SCENE_NS = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/geosearch/geosearch/scene")
 
-# Payload fields with an index: the geo filter, scene filter and datetime filter all hit these.
-INDEXED_FIELDS = {"centre": "geo", "scene_id": "keyword", "datetime": "datetime", "cell": "integer"}
+# Payload fields with an index: the geo, scene, datetime and gsd filters all hit these.
+INDEXED_FIELDS = {"centre": "geo", "scene_id": "keyword", "datetime": "datetime", "cell": "integer", "gsd": "float"}
 
 
 CELL_EXACT_SLACK = 2.5
@@ -54,9 +54,15 @@ at 1M chips (2 cores, warm store) exact search walked a 25k-chip cover in ~20 ms
 took 25-50 ms on boxes of 0.5-4 % of the chips (it visits many rejected neighbours)."""
 
 
-def chip_id(scene_id: str, window: Window, chip_size: int, model_id: str) -> str:
-    """Deterministic id, so re-ingesting a scene overwrites its chips instead of duplicating them."""
+def chip_id(scene_id: str, window: Window, chip_size: int, model_id: str, scale: int = 1) -> str:
+    """Deterministic id, so re-ingesting a scene overwrites its chips instead of duplicating them.
+
+    A coarser scale's chip gets an id of its own even where its window rounds to a finer one's;
+    scale 1 adds nothing to the key, so ids from before multi-scale chips stay valid.
+    """
     key = f"{model_id}\n{scene_id}\n{window.col},{window.row},{window.width},{window.height}\n{chip_size}"
+    if scale != 1:
+        key += f"\nscale={scale}"
     return str(uuid.uuid5(_CHIP_NS, key))
 
 
@@ -109,6 +115,7 @@ class ChipStore(Protocol):
         scene: str | None = None,
         datetime: tuple[str | None, str | None] | None = None,
         exclude: Sequence[str] = (),
+        gsd: tuple[float | None, float | None] | None = None,
     ) -> list[Hit]: ...
 
     def get(self, chip_id: str) -> Hit | None: ...
@@ -243,18 +250,27 @@ class StoreOptions:
 
 @dataclass(frozen=True)
 class Where:
-    """Backend-neutral filter: centre boxes (OR-ed, each west <= east), scene, datetime, excluded ids,
-    and the grid cells covering the boxes (a superset condition that lets the engine walk fewer points)."""
+    """Backend-neutral filter: centre boxes (OR-ed, each west <= east), scene, datetime, chip gsd range
+    (metres per pixel, inclusive, None for an open end), excluded ids, and the grid cells covering the
+    boxes (a superset condition that lets the engine walk fewer points)."""
 
     boxes: tuple[BBox, ...] = ()
     scene: str | None = None
     interval: tuple[str | None, str | None] | None = None
     exclude: tuple[str, ...] = ()
     cells: tuple[int, ...] = ()
+    gsd: tuple[float | None, float | None] | None = None
 
     @property
     def empty(self) -> bool:
-        return not (self.boxes or self.scene is not None or self.interval is not None or self.exclude or self.cells)
+        return not (
+            self.boxes
+            or self.scene is not None
+            or self.interval is not None
+            or self.exclude
+            or self.cells
+            or self.gsd is not None
+        )
 
 
 @dataclass
@@ -441,6 +457,7 @@ class BaseStore(ABC):
         scene: str | None,
         interval: tuple[str | None, str | None] | None,
         exclude: Sequence[str] = (),
+        gsd: tuple[float | None, float | None] | None = None,
     ) -> tuple[Where, list[BBox]]:
         """Build the engine filter and the exact boxes the footprints are checked against."""
         exact_boxes: list[BBox] = []
@@ -453,7 +470,9 @@ class BaseStore(ABC):
                 cells = box_cells(boxes)[0]
         norm = normalize_interval(interval) if interval is not None else None
         excl = tuple(sorted({e for e in exclude if is_uuid(e)}))
-        return Where(boxes=boxes, scene=scene, interval=norm, exclude=excl, cells=cells), exact_boxes
+        gsd_range = None if gsd is None or gsd == (None, None) else gsd  # every chip has a gsd
+        where = Where(boxes=boxes, scene=scene, interval=norm, exclude=excl, cells=cells, gsd=gsd_range)
+        return where, exact_boxes
 
     @property
     def _has_cells(self) -> bool:
@@ -507,13 +526,16 @@ class BaseStore(ABC):
         scene: str | None = None,
         datetime: tuple[str | None, str | None] | None = None,
         exclude: Sequence[str] = (),
+        gsd: tuple[float | None, float | None] | None = None,
     ) -> list[Hit]:
-        """Top `limit` chips by cosine similarity (desc) among those matching every filter exactly."""
+        """Top `limit` chips by cosine similarity (desc) among those matching every filter exactly.
+
+        Chips of every scale share the collection and one ranking; `gsd` keeps those in a range."""
         self._check_open()
         if limit < 1:
             raise InvalidInput(f"limit must be at least 1, got {limit}")
         vec = self._vector(vector, "query vector")
-        where, exact_boxes = self._where(bbox, scene, datetime, exclude)
+        where, exact_boxes = self._where(bbox, scene, datetime, exclude, gsd)
         exact = self._use_exact(where)
         if not exact:
             # The cells speed up walking a filter's matches; HNSW + ACORN instead tests each visited

@@ -106,6 +106,8 @@ def _edge_filter(where: Where) -> qe.Filter | None:
         must_not.append(qe.HasIdCondition({uuid.UUID(i) for i in where.exclude}))
     if where.cells:
         must.append(qe.FieldCondition("cell", match=qe.MatchAny(list(where.cells))))
+    if where.gsd is not None:
+        must.append(qe.FieldCondition("gsd", range=qe.RangeFloat(gte=where.gsd[0], lte=where.gsd[1])))
     return qe.Filter(must=must or None, must_not=must_not or None)
 
 
@@ -255,6 +257,10 @@ class EdgeStore(BaseStore):
         chips.update(qe.UpdateOperation.create_field_index("centre", qe.PayloadSchemaType.Geo))
         chips.update(qe.UpdateOperation.create_field_index("scene_id", qe.PayloadSchemaType.Keyword))
         chips.update(qe.UpdateOperation.create_field_index("datetime", qe.PayloadSchemaType.Datetime))
+        # Ranged by multi-scale searches. Measured once at 30k 256-d chips of 8 gsd values (busy 2 cores):
+        # HNSW build 66 s vs 60 s without it; gsd-filtered queries 1-2 ms instead of 46-117 ms unindexed
+        # (7-21 ms with the index but without its HNSW links, enable_hnsw=False).
+        chips.update(qe.UpdateOperation.create_field_index("gsd", qe.PayloadSchemaType.Float))
         # Matched only, never ranged, and no filtered HNSW sub-graphs for it: with the default integer
         # index the HNSW build took 98 s instead of 40 s at 100k chips (1,551 s at 1M; 611 s without cells).
         cell_index = qe.IntegerIndexParams(lookup=True, range=False, enable_hnsw=False)

@@ -29,6 +29,7 @@ _SCHEMA: dict[str, qm.PayloadSchemaType | qm.IntegerIndexParams] = {
     "geo": qm.PayloadSchemaType.GEO,
     "keyword": qm.PayloadSchemaType.KEYWORD,
     "datetime": qm.PayloadSchemaType.DATETIME,
+    "float": qm.PayloadSchemaType.FLOAT,
     # Cell ids are only matched, never ranged, and get no filtered sub-graphs (see geo.CELL_LEVELS).
     "integer": qm.IntegerIndexParams(type=qm.IntegerIndexType.INTEGER, lookup=True, range=False, enable_hnsw=False),
 }
@@ -66,6 +67,8 @@ def _qdrant_filter(where: Where) -> qm.Filter | None:
         must_not.append(qm.HasIdCondition(has_id=list(where.exclude)))
     if where.cells:
         must.append(qm.FieldCondition(key="cell", match=qm.MatchAny(any=list(where.cells))))
+    if where.gsd is not None:
+        must.append(qm.FieldCondition(key="gsd", range=qm.Range(gte=where.gsd[0], lte=where.gsd[1])))
     return qm.Filter(must=must or None, must_not=must_not or None)
 
 
