@@ -111,9 +111,13 @@ def machine() -> dict[str, Any]:
         load = os.getloadavg()
     except OSError:
         load = (0.0, 0.0, 0.0)
+    from geosearch.plugins.cpu import capability, native_bf16
+
     return {
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "cpu_model": model,
+        "cpu_capability": capability(),  # PyTorch's kernel level (AVX2, AVX512, ...): speed depends on it
+        "native_bf16": native_bf16(),
         "memory_gb": round(mem / 2**30, 1),
         "python": platform.python_version(),
         "loadavg_at_start": [round(x, 2) for x in load],
@@ -149,7 +153,9 @@ def update_summary(keys: dict[str, Any], path: Path | None = None) -> Path:
         except ValueError:
             data = {}
     data.update(keys)
-    data["machine"] = {k: v for k, v in machine().items() if k in ("cores", "cpu_model", "memory_gb")}
+    data["machine"] = {
+        k: v for k, v in machine().items() if k in ("cores", "cpu_model", "cpu_capability", "native_bf16", "memory_gb")
+    }
     data["date"] = now_iso()
     write_json(path, data)
     return path

@@ -132,6 +132,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     rss_start = C.rss_bytes()
+    from geosearch.plugins.cpu import runtime_info
+
     embedder = load_embedder()
     captioner = load_captioner(CAPTIONER, embedder=embedder) if spec["captions"] else None
     rss_models = C.rss_bytes()
@@ -209,6 +211,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         "captions_reuse_chip_vectors": reuse,
         "batch_size": batch,
         "torch_threads": torch.get_num_threads(),
+        "runtime": runtime_info(embedder),  # CPU capability, runtime and precision of the embedder
         "chips": chips,
         "skipped": report.skipped,
         "rounds": len(rates),

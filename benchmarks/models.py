@@ -1,18 +1,25 @@
-"""Model speed: image embeddings/s, text query latency, captions/s, load time and peak memory.
+"""Model speed: image embeddings/s, text query latency, captions/s, load time and peak memory, per runtime.
 
-    python benchmarks/models.py [--threads 2] [--device cpu|cuda] [--out benchmarks/results/models.json]
+    python benchmarks/models.py [--threads 2] [--device cpu|cuda] [--repeats 5] [--embedders-only]
+                                [--out benchmarks/results/models.json]
 
 Each configuration runs in its own subprocess so load time and peak RSS are its own. Inputs are real
-UCM test images (../shared/data/ucm-captions), batch 32 at 224 px. The bf16 + channels_last image
-path is kept only if its embeddings stay at cosine >= 0.99 to fp32 (reported per run).
+UCM test images (../shared/data/ucm-captions), batch 32 at 224 px. Embedder rows: torch fp32 (the
+reference), torch bf16, torch auto, ONNX Runtime fp32 and int8, and the shipped default
+(`load_embedder()`, runtime and precision 'auto'); each with its cosine to torch fp32 per image, with
+the caption memory off (the towers) and on (what a store holds), and with the CPU capability, thread
+count, runtime and precision it ran with (`geosearch.plugins.cpu.runtime_info`).
+
+The ``avx2:`` rows rerun torch with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2, i.e. as on a CPU
+without AVX-512 (bf16 emulated). ONNX Runtime has no such switch: its ``avx2:`` row still uses every
+instruction the CPU has, so it says nothing about AVX2 machines beyond "ORT is unaffected by the env".
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import resource
+import os
 import statistics
 import subprocess
 import sys
@@ -20,8 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-UCM = ROOT.parent / "shared" / "data" / "ucm-captions"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C
+
+ROOT = C.ROOT
 QUERIES = [
     "many planes parked next to the terminal",
     "a baseball field beside green trees",
@@ -29,24 +38,38 @@ QUERIES = [
     "a river crossing farmland",
     "dense residential houses with roads",
 ]
+EMBEDDERS: dict[str, dict[str, str]] = {
+    "torch-fp32": {"runtime": "torch", "precision": "fp32"},
+    "torch-bf16": {"runtime": "torch", "precision": "bf16"},
+    "torch-auto": {"runtime": "torch", "precision": "auto"},
+    "onnx-fp32": {"runtime": "onnx", "precision": "fp32"},
+    "onnx-int8": {"runtime": "onnx", "precision": "int8"},
+    "default": {},
+}
+AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+DEFAULT_CONFIGS = [
+    "towers:ab",
+    *(f"embedder:{name}" for name in EMBEDDERS),
+    "avx2:embedder:torch-fp32",
+    "avx2:embedder:torch-auto",
+    "avx2:embedder:onnx-fp32",
+    "captioner:nearest-caption",
+    "captioner:lite-capret",
+]
 
 
 def _images(n: int) -> Any:
     import numpy as np
 
-    from geosearch.training.data import load_images, load_ucm
+    from geosearch.training.data import load_images, load_records
 
-    recs = load_ucm(UCM, "test")
-    imgs = load_images(recs[: min(n, len(recs))])
+    recs = load_records(C.UCM_DIR, "test")
+    imgs = load_images(recs[: min(n, len(recs))], size=256)
     reps = -(-n // len(imgs))
     return np.ascontiguousarray(np.concatenate([imgs] * reps)[:n, 16:240, 16:240])
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _rate(fn: Any, items: int, repeats: int) -> tuple[float, list[float]]:
+def _rate(fn: Any, items: int, repeats: int) -> float:
     """Median items/s over `repeats` timed runs after one warm-up."""
     fn()
     times = []
@@ -54,41 +77,98 @@ def _rate(fn: Any, items: int, repeats: int) -> tuple[float, list[float]]:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return items / statistics.median(times), times
+    return items / statistics.median(times)
 
 
-def run_embedder(precision: str, device: str, threads: int, batch: int, repeats: int) -> dict[str, Any]:
+def run_embedder(name: str, device: str, threads: int, batch: int, repeats: int) -> dict[str, Any]:
     import numpy as np
     import torch
 
     torch.set_num_threads(threads)
+    from geosearch.plugins.cpu import runtime_info
+
     from geosearch import load_embedder
 
+    options = {**EMBEDDERS[name], "device": device}
     t0 = time.perf_counter()
-    emb = load_embedder(None, precision=precision, device=device, batch_size=batch)
+    emb = load_embedder(None, batch_size=batch, **options)
     load_s = time.perf_counter() - t0
     images = _images(batch)
-    rate, _ = _rate(lambda: emb.encode_images(images), batch, repeats)
-    # Precision is a property of the towers: compare them without the caption memory, whose
-    # top-k neighbour choice can amplify a last-bit difference (its effect is scored by `geosearch eval`).
-    tower = load_embedder(None, precision=precision, device=device, memory=False)
-    ref = load_embedder(None, precision="fp32", device=device, memory=False).encode_images(images)
-    cos = float(np.min(np.sum(ref * tower.encode_images(images), axis=1)))
+    rate = _rate(lambda: emb.encode_images(images), batch, repeats)
     emb.encode_texts(QUERIES[:1])
     lat = []
-    for _ in range(max(3, repeats)):
+    for _ in range(max(3, repeats) * 4):
         for q in QUERIES:
             t1 = time.perf_counter()
             emb.encode_texts([q])
-            lat.append((time.perf_counter() - t1) * 1000)
+            lat.append(time.perf_counter() - t1)
+    info = runtime_info(emb)
+    peak_mb = round(C.peak_rss_bytes() / 2**20)  # before the reference models below load
+    # Accuracy gate against the torch fp32 reference: the towers (memory off) and the stored vectors
+    # (memory on, whose top-k neighbour choice can amplify a small tower difference).
+    cos = {}
+    for memory in (False, True):
+        ref = load_embedder(None, runtime="torch", precision="fp32", device=device, memory=memory)
+        same = load_embedder(None, memory=memory, **options)
+        cos["memory" if memory else "towers"] = round(
+            float(np.min(np.sum(ref.encode_images(images) * same.encode_images(images), axis=1))), 4
+        )
     return {
-        "what": f"embedder {precision}",
+        "what": f"embedder {name}",
         "model": emb.model_id,
         "images_per_s": round(rate, 1),
-        "text_query_ms_p50": round(statistics.median(lat), 2),
-        "min_cosine_to_fp32": round(cos, 4),
+        "text_query_ms_p50": C.latency_summary(lat)["p50_ms"],
+        "min_cosine_to_fp32": cos["towers"],
+        "min_cosine_to_fp32_memory": cos["memory"],
         "load_s": round(load_s, 2),
-        "peak_rss_mb": round(_peak_rss_mb()),
+        "peak_rss_mb": peak_mb,
+        "runtime": info,
+        "env": {k: os.environ[k] for k in AVX2_ENV if k in os.environ},
+    }
+
+
+def run_towers_ab(threads: int, batch: int, repeats: int) -> dict[str, Any]:
+    """The image tower alone, ONNX Runtime fp32 / int8 vs torch fp32 / bf16, interleaved in one process.
+
+    On a shared machine the rows above run minutes apart under different load; alternating the four
+    in the same process is the fair comparison (medians of `repeats` rounds, after a warm-up).
+    """
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    from geosearch.plugins import lite_clip, onnx_runtime
+    from geosearch.plugins.cpu import cpu_info
+
+    model: Any = lite_clip.build_model()
+    trunk = model.visual.trunk.eval().to(memory_format=torch.channels_last)
+    x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (batch, 3, 224, 224)).astype(np.float32))
+    xc, xn = x.contiguous(memory_format=torch.channels_last), x.numpy()
+    fp32 = onnx_runtime.session(onnx_runtime.image_tower(model, 224), threads)
+    int8 = onnx_runtime.session(onnx_runtime.int8_image_tower(model, 224), threads)
+
+    def torch_run(bf16: bool) -> None:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            trunk(xc)
+
+    runs = {
+        "onnx-fp32": lambda: fp32.run(None, {"pixels": xn}),
+        "onnx-int8": lambda: int8.run(None, {"pixels": xn}),
+        "torch-fp32": lambda: torch_run(False),
+        "torch-bf16": lambda: torch_run(True),
+    }
+    rates: dict[str, list[float]] = {k: [] for k in runs}
+    for fn in runs.values():
+        fn()
+    for _ in range(max(3, repeats)):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            rates[name].append(batch / (time.perf_counter() - t0))
+    return {
+        "what": f"image tower A/B (interleaved, {threads} threads)",
+        "images_per_s": {k: round(statistics.median(v), 1) for k, v in rates.items()},
+        "runtime": {**cpu_info(), "threads": threads},
     }
 
 
@@ -96,6 +176,8 @@ def run_captioner(spec: str, device: str, threads: int, batch: int, repeats: int
     import torch
 
     torch.set_num_threads(threads)
+    from geosearch.plugins.cpu import runtime_info
+
     from geosearch import load_captioner, load_embedder
 
     t0 = time.perf_counter()
@@ -103,34 +185,28 @@ def run_captioner(spec: str, device: str, threads: int, batch: int, repeats: int
     cap = load_captioner(spec, embedder=emb)
     load_s = time.perf_counter() - t0
     images = _images(batch)
-    rate, _ = _rate(lambda: cap.caption(images), batch, repeats)
+    rate = _rate(lambda: cap.caption(images), batch, repeats)
     return {
         "what": f"captioner {spec}",
         "model": cap.model_id,
         "captions_per_s": round(rate, 2),
         "example": cap.caption(images[:1])[0],
         "load_s": round(load_s, 2),
-        "peak_rss_mb": round(_peak_rss_mb()),
+        "peak_rss_mb": round(C.peak_rss_bytes() / 2**20),
+        "runtime": runtime_info(emb),
     }
 
 
 def _child(args: argparse.Namespace) -> None:
     kind, _, name = args.child.partition(":")
-    if kind == "embedder":
+    if kind == "towers":
+        result = run_towers_ab(args.threads, args.batch, args.repeats)
+    elif kind == "embedder":
         result = run_embedder(name, args.device, args.threads, args.batch, args.repeats)
     else:
         result = run_captioner(name, args.device, args.threads, args.batch, max(1, args.repeats // 2))
+    result["loadavg_1m_after"] = round(os.getloadavg()[0], 2)  # the machine may be shared: how busy it was
     print(json.dumps(result))
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main() -> None:
@@ -139,41 +215,64 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "models.json")
+    p.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help="comma-separated, e.g. embedder:onnx-fp32")
+    p.add_argument("--embedders-only", action="store_true", help="skip the captioner rows")
+    p.add_argument("--out", type=Path, default=C.RESULTS / "models.json")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         _child(args)
         return
-    configs = ["embedder:fp32", "embedder:auto", "captioner:nearest-caption", "captioner:lite-capret"]
+    configs = [c for c in args.configs.split(",") if c and not (args.embedders_only and c.startswith("captioner"))]
     rows = []
     for cfg in configs:
-        cmd = [sys.executable, __file__, "--child", cfg, "--threads", str(args.threads), "--device", args.device]
+        avx2 = cfg.startswith("avx2:")
+        child = cfg.removeprefix("avx2:")
+        cmd = [sys.executable, __file__, "--child", child, "--threads", str(args.threads), "--device", args.device]
         cmd += ["--batch", str(args.batch), "--repeats", str(args.repeats)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        env = {**os.environ, **(AVX2_ENV if avx2 else {})}
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
         if proc.returncode != 0:
             print(f"{cfg} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
             rows.append({"what": cfg, "error": proc.stderr.strip().splitlines()[-1:]})
             continue
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(json.dumps(rows[-1]), flush=True)
-    print(f"\n{'configuration':<28}{'items/s':>10}{'query ms':>10}{'cos>=':>8}{'load s':>8}{'RSS MB':>8}")
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        row["date"] = C.now_iso()
+        if avx2:
+            row["what"] = f"{row['what']} (AVX2 env)"
+            if row.get("runtime", {}).get("runtime") == "onnx":
+                row["note"] = "ONNX Runtime ignores the AVX2 variables: it used every instruction of this CPU"
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    head = f"{'configuration':<34}{'cap':>8}{'prec':>6}{'items/s':>9}{'query ms':>10}{'cos':>8}{'cos+mem':>8}"
+    print(f"\n{head}{'load s':>8}")
     for r in rows:
         if "error" in r:
-            print(f"{r['what']:<28} failed: {r['error']}")
+            print(f"{r['what']:<34} failed: {r['error']}")
             continue
+        rt = r.get("runtime", {})
         rate = r.get("images_per_s", r.get("captions_per_s"))
-        q = r.get("text_query_ms_p50", "")
-        c = r.get("min_cosine_to_fp32", "")
-        print(f"{r['what']:<28}{rate:>10}{q:>10}{c:>8}{r['load_s']:>8}{r['peak_rss_mb']:>8}")
+        if isinstance(rate, dict):  # the interleaved A/B row
+            print(f"{r['what']:<34}{rt.get('capability', ''):>8}  " + ", ".join(f"{k} {v}" for k, v in rate.items()))
+            continue
+        print(
+            f"{r['what']:<34}{rt.get('capability', ''):>8}{rt.get('image_precision', '') or '':>6}{rate:>9}"
+            f"{r.get('text_query_ms_p50', ''):>10}{r.get('min_cosine_to_fp32', ''):>8}"
+            f"{r.get('min_cosine_to_fp32_memory', ''):>8}{r['load_s']:>8}"
+        )
+    # Rows not rerun this time (e.g. captioners after --embedders-only) are kept, each with its own date.
+    if args.out.is_file():
+        done = {r["what"] for r in rows}
+        rows += [r for r in json.loads(args.out.read_text()).get("rows", []) if r.get("what") not in done]
     result = {
-        "machine": {"cores": args.threads, "cpu": _cpu_model(), "device": args.device},
+        "benchmark": "models",
+        "date": C.now_iso(),
+        "machine": {**C.machine(), "threads": args.threads, "device": args.device},
         "batch": args.batch,
-        "date": time.strftime("%Y-%m-%d"),
+        "repeats": args.repeats,
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    C.write_json(args.out, result)
     print(f"wrote {args.out}")
 
 

@@ -720,11 +720,14 @@ def main(argv: list[str] | None = None) -> int:
 
     options = parse_store_options(args.store_option)
 
+    from geosearch.plugins.cpu import runtime_info
+
     from geosearch import load_embedder
 
     machine = C.machine()
     t0 = time.perf_counter()
     embedder = load_embedder()
+    machine["embedder_runtime"] = runtime_info(embedder)  # how the query vectors were encoded
     base = C.base_vectors(embedder)
     texts = C.ucm_sentences()
     need = len(FILTERS) * args.queries * 2 + len(FILTERS)

@@ -17,8 +17,9 @@ class Settings:
 
     Environment: ``GEOSEARCH_STORE`` (embedded store dir), ``QDRANT_URL`` / ``QDRANT_API_KEY``
     (server or cluster; wins over the embedded store), ``GEOSEARCH_MODEL``, ``GEOSEARCH_CAPTIONER``,
-    ``GEOSEARCH_DEVICE``, ``GEOSEARCH_STORE_OPTIONS`` (a JSON object of `open_store` options, e.g.
-    ``{"vector_datatype": "float16"}``; those that shape a collection apply when it is created).
+    ``GEOSEARCH_DEVICE``, ``GEOSEARCH_MODEL_RUNTIME`` (onnx, torch or auto), ``GEOSEARCH_STORE_OPTIONS``
+    (a JSON object of `open_store` options, e.g. ``{"vector_datatype": "float16"}``; those that shape a
+    collection apply when it is created).
     """
 
     store: str | None = None
@@ -27,6 +28,8 @@ class Settings:
     model: str | None = None
     captioner: str | None = None
     device: str | None = None
+    model_runtime: str | None = None
+    """Embedder runtime: 'onnx', 'torch' or 'auto' (None: the plugin's default, auto for the default model)."""
     batch_size: int = 32
     store_options: dict[str, Any] = field(default_factory=dict)
 
@@ -40,6 +43,7 @@ class Settings:
             "model": env.get("GEOSEARCH_MODEL") or None,
             "captioner": env.get("GEOSEARCH_CAPTIONER") or None,
             "device": env.get("GEOSEARCH_DEVICE") or None,
+            "model_runtime": env.get("GEOSEARCH_MODEL_RUNTIME") or None,
             "store_options": _json_object(env.get("GEOSEARCH_STORE_OPTIONS") or "{}", "GEOSEARCH_STORE_OPTIONS"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -57,8 +57,9 @@ def _load(group: str, spec: str, default: str, kind: str, fallback: str | None, 
 
 
 def load_embedder(spec: str | None = None, **options: Any) -> Embedder:
-    """Load an embedder; ``spec=None`` gives the offline default. Options: device, batch_size, precision
-    (and for the default, ``memory=False``: without its caption memory)."""
+    """Load an embedder; ``spec=None`` gives the offline default. Options: device, batch_size, precision,
+    runtime ('onnx', 'torch' or 'auto'; ONNX Runtime exists for the default only), and for the default
+    ``memory=False`` (without its caption memory)."""
     model = _load(EMBEDDER_GROUP, spec or "", DEFAULT_EMBEDDER, "embedder", OPEN_CLIP, **options)
     if not isinstance(model, Embedder):
         raise ModelError(f"plugin for {spec!r} did not return an Embedder")

@@ -94,7 +94,10 @@ def delete_scene(engine: Engine, scene_id: str) -> dict[str, object]:
 
 @get("/health", sync_to_thread=True)
 def health(engine: Engine) -> dict[str, object]:
-    return engine.health()
+    """Model, backend, chip count, and how the model runs here (CPU capability, threads, runtime, precision)."""
+    from geosearch.plugins.cpu import runtime_info
+
+    return {**engine.health(), "runtime": runtime_info(engine.embedder)}
 
 
 def _encode(params: dict[str, str]) -> str:
