@@ -2,6 +2,13 @@
 
     python -m geosearch.training.captioner --data ../shared/data/ucm-captions \
         --out plugins/weights/lite_capret --bank-out plugins/weights/nearest_caption
+    python -m geosearch.training.captioner --stage bank \
+        --data ../shared/data/ucm-captions --data ../shared/data/aid-rsicd
+
+The bank stage takes every dataset's train split, picks k on the mean of their val CIDErs, and
+writes the bank (default: the shipped one) + metrics.json, with the current default embedder
+(or --embedder). Image features are cached under the user cache dir, keyed by the embedder's
+fingerprint, so a new embedder never reuses stale vectors.
 
 CPU recipe: image features are computed once by the frozen embedder over the 8 dihedral views
 (rotations/flips keep an aerial scene's caption true); the frozen LM runs in bf16 (2x faster on
@@ -24,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from scipy import sparse
 
 from geosearch.plugins.capret import (
     CONFIG_NAME,
@@ -38,8 +46,17 @@ from geosearch.plugins.capret import (
     prefix_out_scale,
     stop_ids_for,
 )
-from geosearch.plugins.nearest_caption import ImageNeighbours, NearestCaptioner, clean_caption, write_bank
-from geosearch.training.data import UcmRecord, load_images, load_ucm
+from geosearch.plugins.nearest_caption import (
+    BANK_METRICS,
+    ImageNeighbours,
+    NearestCaptioner,
+    cache_root,
+    clean_caption,
+    text_vectors,
+    write_bank,
+)
+from geosearch.plugins.nearest_caption import WEIGHTS_DIR as NEAREST_WEIGHTS
+from geosearch.training.data import CaptionRecord, load_images, load_records
 
 
 def dihedral(images: NDArray[np.uint8], view: int) -> NDArray[np.uint8]:
@@ -69,17 +86,18 @@ def embedder_fingerprint(embedder: Any, probe: NDArray[np.uint8]) -> str:
 
 
 def cached_features(
-    embedder: Any, records: list[UcmRecord], views: int, cache_dir: Path | None, tag: str
+    embedder: Any, records: list[CaptionRecord], views: int, cache_dir: Path | None, tag: str
 ) -> NDArray[np.float32]:
-    images = load_images(records)
+    """(views, N, D) features of `records`, cached under `cache_dir` keyed by the embedder's fingerprint
+    (a cache hit decodes only the 4 probe images)."""
     if cache_dir is None:
-        return encode_views(embedder, images, views)
-    key = embedder_fingerprint(embedder, images[:4])
+        return encode_views(embedder, load_images(records), views)
+    key = embedder_fingerprint(embedder, load_images(records[:4]))
     path = cache_dir / f"{tag}-{key}-v{views}-n{len(records)}.npy"
     if path.is_file():
         arr: NDArray[np.float32] = np.load(path)
         return arr
-    feats = encode_views(embedder, images, views)
+    feats = encode_views(embedder, load_images(records), views)
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.save(path, feats)
     return feats
@@ -99,75 +117,111 @@ def val_scores(refs: list[list[str]], hyps: list[str]) -> dict[str, float | None
     return caption_metrics(refs, hyps, use_java=False)
 
 
-def consensus_matrix(captions: list[str], image_captions: NDArray[np.int64]) -> NDArray[np.float32]:
-    """Caption x caption similarity: mean over n = 1..4 of the cosine of tf-idf n-gram vectors.
+def ngram_matrix(captions: list[str], image_captions: NDArray[np.int64]) -> sparse.csr_matrix:
+    """Sparse caption x n-gram matrix V whose V Vᵀ is the consensus the neighbour vote compares
+    candidates with: the mean over n = 1..4 of the cosine of tf-idf n-gram vectors.
 
-    CIDEr's weighting (document frequency counted over images' reference sets), without its
-    length penalty: what the consensus vote compares candidates with.
+    CIDEr's weighting (document frequency counted over images' reference sets), without its length
+    penalty. Each n block is row-normalised and scaled by 1/2, so the four blocks' dot products sum
+    to their mean; stored factorised, the bank grows with its captions, not their square.
     """
     from geosearch.evaluation import simple_tokenize
 
     words = [simple_tokenize(c).split() for c in captions]
     n_images = len(image_captions)
-    sim = np.zeros((len(captions), len(captions)), np.float32)
+    blocks = []
     for n in range(1, 5):
         grams = [[tuple(w[i : i + n]) for i in range(len(w) - n + 1)] for w in words]
         df: Counter[tuple[str, ...]] = Counter()
         for row in image_captions:
             df.update({g for c in row if c >= 0 for g in grams[c]})
         col = {g: j for j, g in enumerate(sorted(df))}
-        x = np.zeros((len(captions), len(col)), np.float32)
+        rows: list[int] = []
+        cols: list[int] = []
+        vals: list[float] = []
         for i, gs in enumerate(grams):
             for g, count in Counter(gs).items():
                 if g in col:
-                    x[i, col[g]] = count / len(gs) * math.log(n_images / df[g])
-        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        sim += x @ x.T / 4
-    return sim
+                    rows.append(i)
+                    cols.append(col[g])
+                    vals.append(count / len(gs) * math.log(n_images / df[g]))
+        x = sparse.csr_matrix((vals, (rows, cols)), shape=(len(captions), len(col)), dtype=np.float64)
+        norm = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+        blocks.append(sparse.diags(0.5 / np.maximum(norm, 1e-12)) @ x)
+    out: sparse.csr_matrix = sparse.hstack(blocks, format="csr", dtype=np.float32)
+    out.eliminate_zeros()  # n-grams every image has (idf 0) carry no information
+    return out
+
+
+def caption_ids(records: list[CaptionRecord]) -> tuple[list[str], NDArray[np.int64]]:
+    """Distinct cleaned captions (sorted) and each image's caption ids (-1 pads)."""
+    captions = sorted({clean_caption(c) for r in records for c in r.captions} - {""})
+    row_of = {c: i for i, c in enumerate(captions)}
+    image_captions = np.full((len(records), max(len(r.captions) for r in records)), -1, np.int64)
+    for i, r in enumerate(records):
+        ids = [row_of[c] for c in map(clean_caption, r.captions) if c]
+        image_captions[i, : len(ids)] = ids
+    return captions, image_captions
+
+
+NEIGHBOUR_GRID = (1, 5, 10, 20, 30, 40, 60, 80, 120)
 
 
 def build_bank(
     embedder: Any,
-    train: list[UcmRecord],
+    train: list[CaptionRecord],
     train_feats: NDArray[np.float32],
-    val: list[UcmRecord],
-    val_feats: NDArray[np.float32],
+    vals: dict[str, tuple[list[CaptionRecord], NDArray[np.float32]]],
     out: Path,
 ) -> dict[str, Any]:
-    """Write the nearest-caption bank with the neighbour count that scores best on val (CIDEr)."""
-    captions = sorted({clean_caption(c) for r in train for c in r.captions} - {""})
-    row_of = {c: i for i, c in enumerate(captions)}
-    image_captions = np.full((len(train), max(len(r.captions) for r in train)), -1, np.int64)
-    for i, r in enumerate(train):
-        ids = [row_of[c] for c in map(clean_caption, r.captions) if c]
-        image_captions[i, : len(ids)] = ids
-    consensus = consensus_matrix(captions, image_captions)
-    vectors = np.asarray(embedder.encode_texts(captions), dtype=np.float32)
-    refs = [list(r.captions) for r in val]
-    report: dict[str, Any] = {"n_captions": len(captions), "n_images": len(train)}
-    text_only = NearestCaptioner(embedder, captions, vectors)
-    s = val_scores(refs, [captions[i] for i in text_only.choose(val_feats)])
-    report["text_top1"] = {"BLEU-4": s["BLEU-4"], "CIDEr": s["CIDEr"]}
-    print(f"nearest caption text (joint space) val: BLEU-4 {s['BLEU-4']:.3f} CIDEr {s['CIDEr']:.3f}", flush=True)
+    """Write the nearest-caption bank with the neighbour count k that scores the best mean val CIDEr
+    over the datasets in `vals` (one dataset's val alone would tune k to its own caption style)."""
+    captions, image_captions = caption_ids(train)
+    neighbours = ImageNeighbours(train_feats, image_captions, ngram_matrix(captions, image_captions), 1)
+    report: dict[str, Any] = {
+        "embedder_model_id": embedder.model_id,
+        "n_captions": len(captions),
+        "n_images": len(train),
+        "ngram_nonzeros": int(neighbours.ngrams.nnz),
+        "val": {},
+    }
+
+    def score(name: str, picks: NDArray[np.int64] | list[int]) -> tuple[float, float]:
+        """(CIDEr, BLEU-4) of the picked captions on dataset `name`'s val split."""
+        recs = vals[name][0]
+        s = val_scores([list(r.captions) for r in recs], [captions[i] for i in picks])
+        return float(s["CIDEr"] or 0.0), float(s["BLEU-4"] or 0.0)
+
+    text_only = NearestCaptioner(embedder, captions, text_vectors(embedder, captions))  # cached for the plugin
+    for name, (_, feats) in vals.items():
+        cider, bleu = score(name, text_only.choose(feats))
+        report["val"][name] = {"text": {"BLEU-4": bleu, "CIDEr": cider}}
+        print(f"{name} val, nearest caption text (joint space): BLEU-4 {bleu:.3f} CIDEr {cider:.3f}", flush=True)
     best: tuple[float, int] = (-1.0, 1)
-    for k in (1, 5, 10, 20, 30, 40, 60):
-        nb = ImageNeighbours(train_feats, image_captions, consensus, k)
-        s = val_scores(refs, [captions[i] for i in nb.choose(val_feats)])
-        report[f"neighbours{k}"] = {"BLEU-4": s["BLEU-4"], "CIDEr": s["CIDEr"]}
-        print(f"image neighbours k={k} val: BLEU-4 {s['BLEU-4']:.3f} CIDEr {s['CIDEr']:.3f}", flush=True)
-        best = max(best, (float(s["CIDEr"] or 0.0), k))
-    report["neighbours"] = best[1]
-    chosen = ImageNeighbours(train_feats, image_captions, consensus, best[1])
-    write_bank(out, embedder.model_id, captions, vectors, chosen)
+    for k in NEIGHBOUR_GRID:
+        neighbours.k = min(k, len(train))
+        ciders = []
+        for name, (_, feats) in vals.items():
+            cider, bleu = score(name, neighbours.choose(feats))
+            report["val"][name][f"k{k}"] = {"BLEU-4": bleu, "CIDEr": cider}
+            ciders.append(cider)
+            print(f"{name} val, image neighbours k={k}: BLEU-4 {bleu:.3f} CIDEr {cider:.3f}", flush=True)
+        best = max(best, (float(np.mean(ciders)), k))
+    report["neighbours"] = neighbours.k = best[1]
+    report["val_mean_CIDEr"] = best[0]
+    write_bank(out, embedder.model_id, captions, neighbours)
+    (out / BANK_METRICS).write_text(json.dumps(report, indent=1) + "\n")
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, required=True, help="UCM-Captions folder")
-    p.add_argument("--out", type=Path, required=True, help="output weights dir for lite-capret")
-    p.add_argument("--bank-out", type=Path, default=None, help="also write the nearest-caption bank here")
-    p.add_argument("--bank-only", action="store_true", help="only build the nearest-caption bank")
+    p.add_argument("--data", type=Path, action="append", required=True, help="Karpathy-format dataset (repeatable)")
+    p.add_argument("--stage", choices=("capret", "bank", "all"), default=None, help="what to build (default: capret)")
+    p.add_argument("--out", type=Path, default=None, help="output weights dir for lite-capret")
+    p.add_argument("--bank-out", type=Path, default=None, help="nearest-caption bank dir (default: the shipped one)")
+    p.add_argument("--bank-only", action="store_true", help="same as --stage bank")
+    p.add_argument("--exclude-class", action="append", default=[], help="leave this class out of the bank")
     p.add_argument("--lm", default=DEFAULT_LM, help="HF causal LM id or local dir (default: packaged Gemma)")
     p.add_argument("--embedder", default=None, help="embedder spec (default: the default embedder)")
     p.add_argument("--k", type=int, default=6, help="soft-prefix tokens")
@@ -185,8 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-minutes", type=float, default=30.0, help="wall-clock cap for the training loop")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--feature-cache", type=Path, default=None, help="cache dir for image features")
+    p.add_argument("--feature-cache", type=Path, default=cache_root() / "caption-features", help="image feature cache")
     args = p.parse_args(argv)
+    stage = "bank" if args.bank_only else args.stage or ("all" if args.bank_out else "capret")
+    if stage != "bank" and args.out is None:
+        p.error("--out is required to train lite-capret")
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -198,16 +255,29 @@ def main(argv: list[str] | None = None) -> int:
     from geosearch.models import load_embedder
 
     embedder = load_embedder(args.embedder)
-    train = load_ucm(args.data, "train")
-    val = load_ucm(args.data, "val")
-    val_feats = cached_features(embedder, val, 1, args.feature_cache, "val")[0]
-    views = 1 if args.bank_only else args.views
-    feats = cached_features(embedder, train, views, args.feature_cache, "train")  # (V, N, D); view 0 = as is
+    views = 1 if stage == "bank" else args.views
+    train: list[CaptionRecord] = []
+    val: list[CaptionRecord] = []
+    train_parts: list[NDArray[np.float32]] = []
+    vals: dict[str, tuple[list[CaptionRecord], NDArray[np.float32]]] = {}
+    for root in args.data:
+        name = root.resolve().name
+        recs = load_records(root, "train")
+        train += recs
+        train_parts.append(cached_features(embedder, recs, views, args.feature_cache, f"{name}-train"))
+        recs = load_records(root, "val")
+        val += recs
+        vals[name] = (recs, cached_features(embedder, recs, 1, args.feature_cache, f"{name}-val")[0])
+    feats = np.concatenate(train_parts, axis=1)  # (V, N, D); view 0 = as is
+    val_feats = np.concatenate([f for _, f in vals.values()])
     print(f"features {feats.shape} in {time.time() - t_start:.0f}s", flush=True)
-    if args.bank_out is not None or args.bank_only:
-        bank_report = build_bank(embedder, train, feats[0], val, val_feats, args.bank_out or args.out)
-        if args.bank_only:
-            print(json.dumps(bank_report))
+    if stage in ("bank", "all"):
+        keep = np.array([r.class_name not in args.exclude_class for r in train])
+        bank_train = [r for r, k in zip(train, keep, strict=True) if k]
+        bank_out = args.bank_out or NEAREST_WEIGHTS
+        bank_report = build_bank(embedder, bank_train, feats[0][keep], vals, bank_out)
+        print(f"bank written to {bank_out}: k = {bank_report['neighbours']}", flush=True)
+        if stage == "bank":
             return 0
 
     lm, tok = load_lm(args.lm, dtype=getattr(torch, args.lm_dtype))
