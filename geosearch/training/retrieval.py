@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -51,3 +52,30 @@ def format_metrics(metrics: dict[str, Any]) -> str:
         f"t2i R@1/5/10 {t['R@1']:.2f}/{t['R@5']:.2f}/{t['R@10']:.2f} mR {metrics['mR']:.2f} | "
         f"i2t {i['R@1']:.2f}/{i['R@5']:.2f}/{i['R@10']:.2f} | mR6 {metrics['mR6']:.2f}"
     )
+
+
+ZERO_SHOT_TEMPLATES = ("an aerial image of {}.", "a satellite image of {}.", "a remote sensing image of {}.")
+"""Zero-shot prompts; each class's text vector is the normalised mean over these templates."""
+
+
+def zero_shot_accuracy(
+    img_emb: ArrayLike,
+    labels: Sequence[str],
+    encode_texts: Callable[[list[str]], ArrayLike],
+    templates: Sequence[str] = ZERO_SHOT_TEMPLATES,
+) -> dict[str, Any]:
+    """Scene classification by the nearest class prompt: accuracy in percent over `labels`' classes.
+
+    ``labels`` are dataset class ids (spoken through `data.class_phrase`); ``encode_texts`` maps
+    prompts to L2-normalised vectors of the same space as ``img_emb``.
+    """
+    from geosearch.training.data import class_phrase
+
+    img = np.asarray(img_emb, dtype=np.float32)
+    classes = sorted(set(labels))
+    prompts = [t.format(class_phrase(c)) for c in classes for t in templates]
+    txt = np.asarray(encode_texts(prompts), dtype=np.float32).reshape(len(classes), len(templates), -1).mean(axis=1)
+    txt /= np.linalg.norm(txt, axis=1, keepdims=True)
+    pred = np.asarray(classes)[(img @ txt.T).argmax(axis=1)]
+    accuracy = float(100.0 * (pred == np.asarray(labels)).mean())
+    return {"accuracy": accuracy, "n_classes": len(classes)}
