@@ -26,6 +26,11 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="embedder spec (default: the offline geosearch-lite-clip)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     parser.add_argument(
+        "--model-runtime",
+        choices=("onnx", "torch", "auto"),
+        help="embedder runtime (env GEOSEARCH_MODEL_RUNTIME; default auto: ONNX Runtime on CPU for the default model)",
+    )
+    parser.add_argument(
         "--store-option",
         action="append",
         default=[],
@@ -47,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--stride", type=int, help="pixels between chips (default: chip size, no overlap)")
     ingest.add_argument("--bands", help="1-based source bands for R,G,B, e.g. 4,3,2")
     ingest.add_argument("--gsd", type=float, help="target ground resolution in metres per pixel")
+    ingest.add_argument(
+        "--scales",
+        default="1",
+        help="chip each scene at these factors of its ground resolution (or --gsd) in one pass, e.g. 1,4 "
+        "(default 1; 1,4 writes ~1.06x the chips)",
+    )
     ingest.add_argument("--min-valid", type=float, default=0.5, help="skip chips with less valid data")
     ingest.add_argument("--batch-size", type=int, default=32)
     ingest.add_argument("--no-captions", action="store_true", help="embed only")
@@ -60,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--limit", type=int, default=10)
     search.add_argument("--scene")
     search.add_argument("--datetime")
+    search.add_argument("--gsd", help="chip ground resolution range in metres per pixel, e.g. 0.5/2 or ../2")
     search.add_argument("--geojson", action="store_true", help="print a GeoJSON FeatureCollection")
 
     serve = sub.add_parser("serve", help="run the HTTP API")
@@ -85,19 +97,20 @@ def _settings(args: argparse.Namespace) -> Settings:
         store=args.store,
         model=args.model,
         device=args.device,
+        model_runtime=args.model_runtime,
         captioner=getattr(args, "captioner", None),
         batch_size=getattr(args, "batch_size", None),
     )
     return replace(settings, store_options=parse_store_options(args.store_option, settings.store_options))
 
 
-def _bands(text: str | None) -> tuple[int, ...] | None:
+def _ints(text: str | None, flag: str, what: str) -> tuple[int, ...] | None:
     if not text:
         return None
     try:
         return tuple(int(b) for b in text.split(","))
     except ValueError:
-        raise InvalidInput(f"--bands takes comma-separated 1-based band numbers, got {text!r}") from None
+        raise InvalidInput(f"{flag} takes comma-separated {what}, got {text!r}") from None
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -111,7 +124,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise InvalidInput("--batch-size must be at least 1")
     tile = TileOptions(
-        chip_size=args.chip_size, stride=args.stride, bands=_bands(args.bands), gsd=args.gsd, min_valid=args.min_valid
+        chip_size=args.chip_size,
+        stride=args.stride,
+        bands=_ints(args.bands, "--bands", "1-based band numbers"),
+        gsd=args.gsd,
+        min_valid=args.min_valid,
+        scales=_ints(args.scales, "--scales", "integer factors, e.g. 1,4") or (),
     )
     options = IngestOptions(tile=tile, batch_size=args.batch_size, captions=not args.no_captions, force=args.force)
     paths = expand_paths(args.paths)
@@ -151,7 +169,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from geosearch.engine import Engine
     from geosearch.geojson import feature_collection
-    from geosearch.query import parse_bbox, parse_datetime, parse_limit, parse_text
+    from geosearch.query import parse_bbox, parse_datetime, parse_gsd, parse_limit, parse_text
     from geosearch.schemas import SearchQuery
 
     query = SearchQuery(
@@ -160,6 +178,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         limit=parse_limit(args.limit),
         scene=args.scene,
         datetime=parse_datetime(args.datetime),
+        gsd=parse_gsd(args.gsd),
     )
     with Engine.open(_settings(args), create=False) as engine:
         hits = engine.search(query)
@@ -172,8 +191,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         p = hit.payload
         w = p.window
         print(
-            f"{rank:>3}. {hit.score:.3f}  {hit.id}  ({p.centre.lon:.5f}, {p.centre.lat:.5f})  "
-            f"{p.scene_path} [{w.col},{w.row} {w.width}x{w.height}]  {p.caption or ''}"
+            f"{rank:>3}. {hit.score:.3f}{'' if hit.relevance is None else f' rel {hit.relevance:.3f}'}  {hit.id}  "
+            f"({p.centre.lon:.5f}, {p.centre.lat:.5f})  "
+            f"{p.scene_path} [{w.col},{w.row} {w.width}x{w.height}] {p.gsd:.3g} m/px  {p.caption or ''}"
         )
     return 0
 

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from geosearch.config import Settings
 from geosearch.errors import InvalidInput, NotFound
 from geosearch.models import load_captioner, load_embedder
-from geosearch.plugins.base import Captioner, Embedder
+from geosearch.plugins.base import Captioner, Embedder, Relevance
 from geosearch.schemas import CaptionsQuery, SceneInfo, SearchQuery
 from geosearch.store import ChipStore, Hit, open_store
 
@@ -103,7 +103,7 @@ class Engine:
             exclude.append(query.like)
         else:
             vector = self._text_vector(query.q or "")
-        return self.store.search(
+        hits = self.store.search(
             vector,
             limit=query.limit,
             bbox=query.bbox,
@@ -112,6 +112,11 @@ class Engine:
             exclude=exclude,
             gsd=query.gsd,
         )
+        relevance = getattr(self.embedder, "relevance", None)
+        if query.q is not None and isinstance(relevance, Relevance) and hits:
+            for hit, share in zip(hits, relevance(vector, [h.score or 0.0 for h in hits]), strict=True):
+                hit.relevance = share
+        return hits
 
     def captions(self, query: CaptionsQuery) -> tuple[list[Hit], str | None]:
         return self.store.browse(bbox=query.bbox, scene=query.scene, limit=query.limit, offset=query.offset)

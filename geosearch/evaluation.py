@@ -1,4 +1,7 @@
-"""`geosearch eval`: retrieval and captioning metrics on UCM-Captions, comparable to the literature.
+"""`geosearch eval`: retrieval, zero-shot and captioning metrics on any Karpathy-format dataset.
+
+UCM-Captions and AID + RSICD (../shared/data) are the two the project reports, comparable to the
+literature. Zero-shot scene classification runs where the images carry a class.
 
 Retrieval is scored by `geosearch.training.retrieval.retrieval_metrics` (recall in percent), captions
 by pycocoevalcap (BLEU-1..4, METEOR, ROUGE-L, CIDEr) against each image's 5 reference captions, in
@@ -106,6 +109,7 @@ def run_evaluation(
     embedder: str | None = None,
     captioner: str | None = None,
     fast_captioner: str | None = "nearest-caption",
+    model_runtime: str | None = None,
 ) -> dict[str, Any]:
     """Retrieval (t2i/i2t R@1/5/10, mR) and captioning metrics for both captioner modes.
 
@@ -114,17 +118,18 @@ def run_evaluation(
     null). Both captioners reuse the one loaded embedder.
     """
     from geosearch.models import load_captioner, load_embedder
-    from geosearch.training.data import SPLITS, flatten_captions, load_images, load_ucm
-    from geosearch.training.retrieval import retrieval_metrics
+    from geosearch.plugins.cpu import runtime_info
+    from geosearch.training.data import SPLITS, flatten_captions, load_images, load_records
+    from geosearch.training.retrieval import retrieval_metrics, zero_shot_accuracy
 
     dataset = Path(dataset).expanduser()
     if not (dataset / "captions.json").is_file():
-        raise InvalidInput(f"{dataset} is not a UCM-Captions folder (no captions.json)")
+        raise InvalidInput(f"{dataset} is not a Karpathy-format caption dataset (no captions.json)")
     if split not in SPLITS:
         raise InvalidInput(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if limit is not None and limit < 1:
         raise InvalidInput("limit must be a positive number of images")
-    records = load_ucm(dataset, split)
+    records = load_records(dataset, split)
     if limit is not None:
         records = records[:limit]
     if not records:
@@ -132,13 +137,17 @@ def run_evaluation(
     try:
         images = load_images(records)
     except OSError as exc:
-        raise InvalidInput(f"cannot read UCM images in {dataset}: {exc}") from exc
+        raise InvalidInput(f"cannot read the images in {dataset}: {exc}") from exc
     texts, owner = flatten_captions(records)
 
-    emb = load_embedder(embedder)
+    emb = load_embedder(embedder, **({"runtime": model_runtime} if model_runtime else {}))
     img_vec = np.asarray(emb.encode_images(images), dtype=np.float32)
     txt_vec = np.asarray(emb.encode_texts(texts), dtype=np.float32)
     ret = retrieval_metrics(img_vec, txt_vec, owner)
+    labels = [r.class_name for r in records]
+    zero_shot = (
+        zero_shot_accuracy(img_vec, labels, lambda t: emb.encode_texts(t)) if all(labels) else None
+    )
     references = [list(r.captions) for r in records]
 
     cap = load_captioner(captioner or FULL_CAPTIONER, embedder=emb)
@@ -150,7 +159,8 @@ def run_evaluation(
         fast_id = fast.model_id
         fast_scores = caption_metrics(references, _caption_all(fast, images))
     return {
-        "retrieval": {"t2i": ret["t2i"], "i2t": ret["i2t"], "mR": ret["mR"]},
+        "retrieval": {"t2i": ret["t2i"], "i2t": ret["i2t"], "mR": ret["mR"], "mR6": ret["mR6"]},
+        "zero_shot": zero_shot,
         "captioning": scores,
         "captioning_fast": fast_scores,
         "model": {
@@ -159,12 +169,15 @@ def run_evaluation(
             "fast_captioner": fast_id,
             "caption_tokenizer": "ptb" if java_available() else "simple",
         },
+        "dataset": dataset.name,
+        "split": split,
         "n_images": len(records),
+        "runtime": runtime_info(emb),  # CPU capability, threads, runtime and precision behind these numbers
     }
 
 
 def format_report(result: dict[str, Any]) -> str:
-    """A readable table of one `run_evaluation` result next to the published UCM numbers."""
+    """A readable table of one `run_evaluation` result (next to the published numbers on UCM)."""
 
     def num(v: float | None, pct: bool = False) -> str:
         return "-" if v is None else (f"{v:6.2f}" if pct else f"{v:6.3f}")
@@ -172,11 +185,18 @@ def format_report(result: dict[str, Any]) -> str:
     r = result["retrieval"]
     m = result["model"]
     lines = [
-        f"UCM-Captions, {result['n_images']} images; embedder {m['embedder']}",
+        f"{result.get('dataset', 'dataset')} {result.get('split', '')}, {result['n_images']} images; "
+        f"embedder {m['embedder']}",
         "retrieval (%)  R@1    R@5    R@10",
         "  text->image " + " ".join(num(r["t2i"][k], True) for k in ("R@1", "R@5", "R@10")),
         "  image->text " + " ".join(num(r["i2t"][k], True) for k in ("R@1", "R@5", "R@10")),
-        f"  mR {num(r['mR'], True)}",
+        f"  mR (t2i) {num(r['mR'], True)}   mR (both ways) {num(r.get('mR6'), True)}",
+        *(
+            [f"zero-shot scene classification {result['zero_shot']['accuracy']:.2f} % "
+             f"({result['zero_shot']['n_classes']} classes)"]
+            if result.get("zero_shot")
+            else []
+        ),
         "",
         f"{'captioning':<28}" + "".join(f"{k:>8}" for k in CAPTION_KEYS),
     ]
@@ -184,8 +204,10 @@ def format_report(result: dict[str, Any]) -> str:
         if label is None:
             continue
         lines.append(f"{label:<28}" + "".join(f"{num(result[key][k]):>8}" for k in CAPTION_KEYS))
-    lines.append("published (UCM test)         BLEU-4 METEOR ROUGE-L CIDEr")
-    for name, (b4, me, rl, ci) in PUBLISHED.items():
+    published = PUBLISHED if result.get("dataset") == "ucm-captions" else {}
+    if published:
+        lines.append("published (UCM test)         BLEU-4 METEOR ROUGE-L CIDEr")
+    for name, (b4, me, rl, ci) in published.items():
         lines.append(f"  {name:<26} {b4:.3f}  {me:.3f}  {rl:.3f}  {ci:.3f}")
     if m.get("caption_tokenizer") != "ptb":
         lines.append("(Java not found: simple tokenizer used, METEOR not computed)")
@@ -195,12 +217,15 @@ def format_report(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """CLI: `geosearch eval --dataset PATH [--split test] [--limit N] [--json]`."""
     parser = argparse.ArgumentParser(prog="geosearch eval", description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", required=True, type=Path, help="UCM-Captions folder (captions.json)")
+    parser.add_argument(
+        "--dataset", required=True, type=Path, help="Karpathy-format dataset folder (captions.json, images/)"
+    )
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--model", default=None, help="embedder spec (default: lite-clip)")
     parser.add_argument("--captioner", default=None, help="captioner spec (default: lite-capret)")
+    parser.add_argument("--model-runtime", choices=("onnx", "torch", "auto"), default=None, help="embedder runtime")
     parser.add_argument("--fast-captioner", default="nearest-caption", help="second captioner scored ('' to skip)")
     args = parser.parse_args(argv)
     try:
@@ -211,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             embedder=args.model,
             captioner=args.captioner,
             fast_captioner=args.fast_captioner or None,
+            model_runtime=args.model_runtime,
         )
     except GeoSearchError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -15,6 +15,7 @@ def chip_feature(hit: Hit, chip_url: Callable[[str], str] | None = None) -> Feat
     properties: dict[str, object] = {
         "id": hit.id,
         "score": hit.score,
+        "relevance": hit.relevance,
         "caption": p.caption,
         "scene": p.scene_id,
         "window": msgspec.to_builtins(p.window),

@@ -47,6 +47,23 @@ class EmbeddingCaptioner(Captioner, Protocol):
     def caption_vectors(self, vectors: Vectors) -> list[str]: ...
 
 
+class Relevance:
+    """Raw cosine scores are not comparable across queries ("a lake" tops out at 0.3, "farmland" at
+    0.6), so a user cannot tell "nothing here matches" from a match. This maps a hit's score for a
+    query to the share of a broad reference image set (the embedder's train images, as stored) that
+    scores lower for the same query: 0.99 means "more like the query than 99 % of reference scenes".
+    """
+
+    def __init__(self, reference: Vectors) -> None:
+        self.reference = unit_rows(reference)
+
+    def __call__(self, query: Vectors, scores: Sequence[float]) -> list[float]:
+        """`query`: one unit vector (D,); `scores`: cosine scores of hits for it."""
+        ref = np.sort(self.reference @ np.asarray(query, dtype=np.float32))
+        ranks = np.searchsorted(ref, np.asarray(scores, dtype=np.float32), side="right")
+        return [float(r) / len(ref) for r in ranks]
+
+
 def check_image_batch(images: object) -> ImageBatch:
     """Validate the (N, H, W, 3) uint8 contract once, so every plugin fails the same way."""
     from geosearch.errors import InvalidInput

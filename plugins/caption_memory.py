@@ -19,6 +19,8 @@ from numpy.typing import NDArray
 
 from geosearch.errors import ModelError
 
+EXPAND_CHUNK = 1024
+
 
 class CaptionMemory:
     """Train image vectors (raw, from the same embedder) + their caption vectors, k and weight."""
@@ -42,6 +44,10 @@ class CaptionMemory:
 
     def expand(self, vectors: NDArray[np.float32]) -> NDArray[np.float32]:
         """Unit (N, dim) image vectors → unit vectors mixed with their neighbours' captions."""
+        if len(vectors) > EXPAND_CHUNK:  # bounds the (rows x memory) similarity matrix
+            return np.concatenate(
+                [self.expand(vectors[i : i + EXPAND_CHUNK]) for i in range(0, len(vectors), EXPAND_CHUNK)]
+            )
         if len(vectors) == 0 or self.weight == 0:
             return vectors
         top, w = nearest_rows(vectors, self.image_vectors, self.k)

@@ -256,18 +256,42 @@ def load_lite_clip(
     precision: str = "auto",
     memory: bool = True,
     weights_dir: Path = WEIGHTS_DIR,
+    runtime: str = "auto",
 ) -> Embedder:
     """Entry point ``lite-clip``: the offline default embedder (spec is unused; kept for the registry).
 
-    ``precision='auto'`` runs the CNN in bf16 autocast + channels_last on CPU (about 2x faster,
-    cosine > 0.99 to fp32) and fp32 elsewhere; ``'fp32'`` / ``'bf16'`` force one.
+    ``runtime``: ``'onnx'`` runs both frozen towers in ONNX Runtime (CPU; same vectors as torch fp32
+    within the accuracy gate, hence the same model id), ``'torch'`` in PyTorch, ``'auto'`` picks
+    ONNX Runtime on CPU (1.7-2.2x torch fp32 and exact; native torch bf16 was 1.2x faster on an idle
+    core but 3x slower on a busy one and less exact; see benchmarks/models.py) and torch on CUDA or
+    for ``precision='bf16'``.
+    ``precision``: ``'auto'`` = fp32, except bf16 autocast for the torch CNN on a CPU with native
+    bf16; ``'fp32'`` / ``'bf16'`` force one (bf16: torch only); ``'int8'`` = the static-int8 ONNX
+    image tower, opt-in with its own model id (it misses the 0.99 cosine gate).
     ``memory=False`` gives the plain model without its caption memory (what the memory is built from).
+    ``load_lite_clip(precision='fp32', runtime='torch')`` is the reference every speed-up is measured against.
     """
+    from geosearch.plugins import onnx_runtime
     from geosearch.plugins.caption_memory import CaptionMemory
-    from geosearch.plugins.open_clip import OpenClipEmbedder
+    from geosearch.plugins.open_clip import PRECISIONS, OpenClipEmbedder, check_runtime, resolve_device
 
     if spec not in ("", None, MODEL_NAME):
         raise ModelError(f"lite-clip takes no argument (got {spec!r})")
+    check_runtime(runtime)
+    if precision not in (*PRECISIONS, "int8"):
+        raise ModelError(f"precision must be one of {', '.join((*PRECISIONS, 'int8'))}, got {precision!r}")
+    on_cpu = resolve_device(device).type == "cpu"
+    if runtime == "onnx" or precision == "int8":
+        if precision == "bf16":
+            raise ModelError("precision='bf16' runs in torch only; use runtime='torch' or precision='fp32'/'int8'")
+        if not on_cpu:
+            raise ModelError("the ONNX runtime (and precision='int8') runs on CPU only; use device='cpu'")
+        if runtime == "torch":
+            raise ModelError("precision='int8' needs runtime='onnx'")
+        if not onnx_runtime.available():
+            raise ModelError("runtime='onnx' needs the onnxruntime and onnx packages (pip install geosearch)")
+    use_onnx = runtime == "onnx" or precision == "int8"
+    use_onnx = use_onnx or (runtime == "auto" and on_cpu and precision != "bf16" and onnx_runtime.available())
     model = build_model(config_path=weights_dir / CONFIG_FILE.name)
     load_trained(model, weights_dir / TRAINED_FILE.name)
     for p in model.parameters():
@@ -277,16 +301,30 @@ def load_lite_clip(
     from open_clip.tokenizer import HFTokenizer
 
     tokenizer = HFTokenizer(str(text_dir), context_length=int(cfg["text_cfg"].get("context_length", 64)))
-    return OpenClipEmbedder(
-        model,
-        tokenizer,
-        model_id=model_id(weights_dir, memory=memory),
-        image_size=int(cfg["vision_cfg"].get("image_size", 224)),
-        mean=(MEAN_STD[0],) * 3,
-        std=(MEAN_STD[1],) * 3,
-        device=device,
-        batch_size=batch_size,
-        precision=precision,
-        interpolation="bilinear",  # as in training (UCM 256 px -> 224)
-        memory=CaptionMemory.load(weights_dir / MEMORY_NAME) if memory else None,
-    )
+    memory = memory and (weights_dir / MEMORY_NAME).is_file()  # a recipe may ship without one
+    base_id = model_id(weights_dir, memory=memory)
+    options: dict[str, Any] = {
+        "image_size": int(cfg["vision_cfg"].get("image_size", 224)),
+        "mean": (MEAN_STD[0],) * 3,
+        "std": (MEAN_STD[1],) * 3,
+        "device": device,
+        "batch_size": batch_size,
+        "precision": precision,
+        "interpolation": "bilinear",  # as in training (UCM 256 px -> 224)
+        "memory": CaptionMemory.load(weights_dir / MEMORY_NAME) if memory else None,
+    }
+    if use_onnx:
+        try:
+            int8 = precision == "int8"
+            # fp32 ONNX passes the gate (cosine >= 0.99, mR within 0.5: tests/test_onnx_runtime.py), so it
+            # shares the torch id; the int8 tower does not, so its vectors never mix with those in a store.
+            return onnx_runtime.OrtLiteClipEmbedder(
+                model, tokenizer, image_int8=int8, model_id=f"{base_id}-int8" if int8 else base_id, **options
+            )
+        except Exception as exc:  # export/quantization/ORT errors: fatal only when ONNX was asked for
+            if runtime == "onnx" or precision == "int8":
+                if isinstance(exc, ModelError):
+                    raise
+                raise ModelError(f"ONNX runtime failed for geosearch-lite-clip: {exc}") from exc
+            log.warning("ONNX Runtime path unavailable (%s); running geosearch-lite-clip in torch", exc)
+    return OpenClipEmbedder(model, tokenizer, model_id=base_id, **options)

@@ -49,6 +49,7 @@ class GeoSearchPlugin(InitPluginProtocol):
         if self.engine is None:
             self.engine = Engine.open(self.settings or Settings.from_env())
         self.engine.store.warm()  # a server's first searches as fast as its later ones
+        getattr(self.engine.embedder, "relevance", None)  # builds the relevance reference set now
         app.state[ENGINE_STATE_KEY] = self.engine
 
     def _shutdown(self, app: Litestar) -> None:

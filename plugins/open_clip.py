@@ -18,6 +18,7 @@ the model's own mean/std), not per image with PIL: chips are already square uint
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from geosearch.plugins.base import Embedder, ImageBatch, Vectors, check_image_batch
+from geosearch.plugins.base import Embedder, ImageBatch, Relevance, Vectors, check_image_batch
 from geosearch.plugins.caption_memory import CaptionMemory
 from open_clip.hf_model import HFTextEncoder
 from torch import nn
@@ -40,6 +41,8 @@ from geosearch.errors import ModelError
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16")
+RUNTIMES = ("auto", "torch", "onnx")
+"""``onnx``: ONNX Runtime towers (geosearch-lite-clip only, see onnx_runtime.py); ``auto`` picks per model."""
 _CKPT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
 
@@ -59,11 +62,17 @@ def resolve_device(device: str | None) -> torch.device:
 class OpenClipEmbedder:
     """Batched, normalised image/text encoding around any open_clip model.
 
-    ``precision``: ``fp32``; ``bf16`` (autocast, both towers); ``auto`` = bf16 autocast +
-    channels_last for the image tower on CPU when it is a CNN (measured ~2x faster on CPU at
-    cosine > 0.99 to fp32), fp32 otherwise. ``memory``: a `CaptionMemory` built with this very
-    model, applied to every image vector (text vectors are untouched).
+    ``precision``: ``fp32``; ``bf16`` (autocast, both towers); ``auto`` = bf16 autocast for a CNN
+    image tower on a CPU with native bf16 (`geosearch.plugins.cpu.native_bf16`: ~2x faster there at
+    cosine > 0.99 to fp32; emulated, i.e. much slower, elsewhere), fp32 otherwise. CNN towers always
+    run channels_last. ``memory``: a `CaptionMemory` built with this very model, applied to every
+    image vector (text vectors are untouched).
+
+    ``runtime``, ``image_precision`` and ``text_precision`` say what actually runs (reported by
+    `runtime_info`, /health, ``geosearch eval --json`` and the benchmarks).
     """
+
+    runtime = "torch"
 
     def __init__(
         self,
@@ -98,7 +107,9 @@ class OpenClipEmbedder:
         self._std = torch.tensor(list(std), device=self.device).view(1, 3, 1, 1) * 255
         is_cnn = _is_cnn(self.model)
         if precision == "auto":
-            self.image_bf16 = self.device.type == "cpu" and is_cnn
+            from geosearch.plugins.cpu import native_bf16
+
+            self.image_bf16 = self.device.type == "cpu" and is_cnn and native_bf16()
             self.text_bf16 = False
         else:
             self.image_bf16 = self.text_bf16 = precision == "bf16"
@@ -106,6 +117,8 @@ class OpenClipEmbedder:
         if self.channels_last:
             self.model.visual.to(memory_format=torch.channels_last)  # type: ignore[union-attr]
         self.precision = precision
+        self.image_precision = "bf16" if self.image_bf16 else "fp32"
+        self.text_precision = "bf16" if self.text_bf16 else "fp32"
         text = getattr(self.model, "text", None)
         pad_id = text.config.pad_token_id if isinstance(text, HFTextEncoder) else None
         self._text_pad_id: int | None = None if pad_id is None else int(pad_id)
@@ -115,6 +128,26 @@ class OpenClipEmbedder:
         if memory is not None and memory.dim != self.dim:
             raise ModelError(f"caption memory is {memory.dim}-d, the model {self.dim}-d")
         self.memory = memory
+
+    @functools.cached_property
+    def relevance(self) -> Relevance | None:
+        """Query-relative scores against the caption memory's train images as this embedder stores
+        them (None without a memory); built on first use (one pass over the reference set)."""
+        if self.memory is None:
+            return None
+        return Relevance(self.memory.expand(self.memory.image_vectors))
+
+    def runtime_info(self) -> dict[str, object]:
+        """What runs where: runtime, requested and effective precisions, device, threads."""
+        return {
+            "runtime": self.runtime,
+            "precision": self.precision,
+            "image_precision": self.image_precision,
+            "text_precision": self.text_precision,
+            "channels_last": self.channels_last,
+            "device": str(self.device),
+            "threads": torch.get_num_threads(),
+        }
 
     def _autocast(self, enabled: bool) -> AbstractContextManager[Any]:
         if not enabled:
@@ -140,11 +173,21 @@ class OpenClipEmbedder:
         with torch.inference_mode():
             for start in range(0, len(images), self.batch_size):
                 x = self.preprocess(images[start : start + self.batch_size])
-                with self._autocast(self.image_bf16):
-                    feats = self.model.encode_image(x)  # type: ignore[operator]
-                feats = F.normalize(feats.float(), dim=-1)
+                feats = F.normalize(self._image_forward(x).float(), dim=-1)
                 out[start : start + len(x)] = feats.cpu().numpy()
         return out if self.memory is None else self.memory.expand(out)
+
+    def _image_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Preprocessed batch → unnormalised embeddings; the ONNX Runtime embedder overrides this."""
+        with self._autocast(self.image_bf16):
+            feats: torch.Tensor = self.model.encode_image(x)  # type: ignore[operator]
+        return feats
+
+    def _text_forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (padding columns trimmed) → unnormalised embeddings; overridable like `_image_forward`."""
+        with self._autocast(self.text_bf16):
+            feats: torch.Tensor = self.model.encode_text(ids)  # type: ignore[operator]
+        return feats
 
     def _encode_text_batch(self, texts: Sequence[str]) -> torch.Tensor:
         ids = self.tokenizer(list(texts))
@@ -153,10 +196,7 @@ class OpenClipEmbedder:
             # token id, so dropping all-padding columns is exact and cuts query latency.
             used = (ids != self._text_pad_id).any(dim=0).nonzero()
             ids = ids[:, : int(used.max()) + 1] if len(used) else ids[:, :1]
-        ids = ids.to(self.device)
-        with self._autocast(self.text_bf16):
-            feats = self.model.encode_text(ids)  # type: ignore[operator]
-        return F.normalize(feats.float(), dim=-1)
+        return F.normalize(self._text_forward(ids.to(self.device)).float(), dim=-1)
 
     def encode_texts(self, texts: Sequence[str]) -> Vectors:
         """L2-normalised float32 (N, dim) text embeddings."""
@@ -170,6 +210,13 @@ class OpenClipEmbedder:
                 chunk = texts[start : start + self.text_batch_size]
                 out[start : start + len(chunk)] = self._encode_text_batch(chunk).cpu().numpy()
         return out
+
+
+def check_runtime(runtime: str) -> str:
+    """Validate a runtime name once, so every plugin fails the same way."""
+    if runtime not in RUNTIMES:
+        raise ModelError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    return runtime
 
 
 def _is_cnn(model: nn.Module) -> bool:
@@ -249,9 +296,16 @@ def load_open_clip_embedder(
     device: str | None = None,
     batch_size: int = 32,
     precision: str = "fp32",
+    runtime: str = "auto",
 ) -> Embedder:
-    """Entry point ``open_clip``: build an Embedder from an open_clip spec (see module docstring)."""
+    """Entry point ``open_clip``: build an Embedder from an open_clip spec (see module docstring).
+
+    Runs in torch; ``runtime='onnx'`` is refused (only geosearch-lite-clip has an ONNX Runtime path)."""
     import open_clip
+
+    check_runtime(runtime)
+    if runtime == "onnx":
+        raise ModelError(f"ONNX runtime is available for geosearch-lite-clip only, not {spec!r}; use runtime='torch'")
 
     name, pretrained, model_id = _parse(spec)
     schema = name.split(":", 1)[0] if name.startswith(("hf-hub:", "local-dir:")) else None

@@ -10,6 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 SCENES = SHARED / "scenes"
 UCM = SHARED / "ucm-captions"
+AID = SHARED / "aid-rsicd"
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +25,13 @@ def ucm_dir() -> Path:
     if not UCM.is_dir():
         pytest.fail(f"UCM-Captions not found at {UCM}")
     return UCM
+
+
+@pytest.fixture(scope="session")
+def aid_dir() -> Path:
+    if not AID.is_dir():
+        pytest.fail(f"AID + RSICD not found at {AID}")
+    return AID
 
 
 # -- engine fixtures: the real default models, real scenes, the embedded Qdrant engine ---------------

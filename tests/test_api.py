@@ -56,6 +56,12 @@ def test_search_ranks_by_similarity(client, ingested) -> None:  # type: ignore[n
     vectors = np.stack([engine.store.get_vector(i) for i in ids])
     best = [ids[i] for i in np.argsort(-(vectors @ query))[:7]]
     assert [f["id"] for f in features] == best
+    # Relevance: the share of the embedder's reference images each hit outscores, monotone in score.
+    relevance = [f["properties"]["relevance"] for f in features]
+    assert all(0.0 <= r <= 1.0 for r in relevance)
+    assert relevance == sorted(relevance, reverse=True)
+    reference = engine.embedder.relevance.reference @ query
+    assert relevance[0] == pytest.approx(float((reference <= scores[0]).mean()), abs=1e-3)
 
 
 def test_search_bbox_returns_only_intersecting_footprints(client, ingested) -> None:  # type: ignore[no-untyped-def]
@@ -90,6 +96,7 @@ def test_post_search_and_more_like_this(client) -> None:  # type: ignore[no-unty
     features = assert_feature_collection(response.json())
     assert len(features) == 5
     assert first["id"] not in {f["id"] for f in features}
+    assert all(f["properties"]["relevance"] is None for f in features)  # defined for text queries only
 
 
 def test_captions_paging_covers_each_chip_once(client, ingested) -> None:  # type: ignore[no-untyped-def]

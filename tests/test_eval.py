@@ -15,10 +15,13 @@ def test_eval_json_has_all_keys_and_sane_ranges(ucm_dir: Path, capsys: pytest.Ca
     out = capsys.readouterr().out
     assert rc == 0
     result = json.loads(out)  # the whole stdout is one JSON object
-    assert set(result) == {"retrieval", "captioning", "captioning_fast", "model", "n_images"}
+    assert set(result) == {
+        "retrieval", "zero_shot", "captioning", "captioning_fast", "model", "dataset", "split", "n_images", "runtime"
+    }
+    assert {"capability", "torch_threads", "runtime", "image_precision"} <= set(result["runtime"])
     assert result["n_images"] == 20
     ret = result["retrieval"]
-    assert set(ret) == {"t2i", "i2t", "mR"}
+    assert set(ret) == {"t2i", "i2t", "mR", "mR6"}
     for way in ("t2i", "i2t"):
         assert set(ret[way]) == {"R@1", "R@5", "R@10"}
         r1, r5, r10 = (ret[way][k] for k in ("R@1", "R@5", "R@10"))
@@ -56,3 +59,49 @@ def test_caption_metrics_reference_copy_scores_high() -> None:
     assert good["METEOR"] is None  # METEOR needs Java; it is reported as null, not guessed
     assert good["CIDEr"] is not None and bad["CIDEr"] is not None
     assert good["CIDEr"] > bad["CIDEr"]
+
+
+def tiny_karpathy(root: Path, source: Path, per_class: dict[str, int]) -> Path:
+    """A Karpathy-format folder (captions.json with `class`, images/) of a few AID test images."""
+    import shutil
+
+    meta = json.loads((source / "captions.json").read_text())
+    images = []
+    for cls, n in per_class.items():
+        rows = [im for im in meta["images"] if im["class"] == cls and im["split"] == "test"][:n]
+        images.extend(rows)
+    (root / "images").mkdir(parents=True)
+    for im in images:
+        shutil.copy(source / "images" / im["filename"], root / "images" / im["filename"])
+    (root / "captions.json").write_text(json.dumps({"images": images, "dataset": "tiny"}))
+    return root
+
+
+def test_eval_on_a_tiny_karpathy_fixture_reports_zero_shot(
+    aid_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Any Karpathy-format folder with classes: retrieval + zero-shot; classes far apart are told apart."""
+    data = tiny_karpathy(tmp_path / "tiny", aid_dir, {"beach": 6, "farmland": 6, "storagetanks": 6})
+    rc = main(["--dataset", str(data), "--split", "test", "--json", "--captioner", "nearest-caption",
+               "--fast-captioner", ""])
+    result = json.loads(capsys.readouterr().out)
+    assert rc == 0 and result["n_images"] == 18 and result["dataset"] == "tiny"
+    assert result["zero_shot"]["n_classes"] == 3
+    # Chance is 33 %; beach / farmland / storage tanks are among the easiest AID classes.
+    assert result["zero_shot"]["accuracy"] >= 80
+    assert result["captioning_fast"]["CIDEr"] is None  # the fast captioner was skipped
+
+
+def test_zero_shot_accuracy_uses_the_nearest_class_prompt() -> None:
+    import numpy as np
+
+    from geosearch.training.retrieval import zero_shot_accuracy
+
+    words = {"beach": [1.0, 0.0], "farmland": [0.0, 1.0]}
+
+    def encode(prompts: list[str]) -> np.ndarray:  # type: ignore[type-arg]
+        return np.array([words["beach" if "beach" in p else "farmland"] for p in prompts], np.float32)
+
+    images = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], np.float32)
+    out = zero_shot_accuracy(images, ["beach", "farmland", "farmland"], encode)
+    assert out == {"accuracy": pytest.approx(100 * 2 / 3), "n_classes": 2}

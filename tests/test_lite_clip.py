@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from geosearch.plugins import lite_clip
 
 from geosearch.errors import ModelError
-from geosearch.training.data import UcmRecord, flatten_captions, load_images, load_ucm
+from geosearch.training.data import CaptionRecord, flatten_captions, load_images, load_records
 from geosearch.training.retrieval import retrieval_metrics
 
 SENTENCES = [
@@ -131,10 +131,10 @@ def test_missing_trained_tensor_is_a_model_error(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def ucm_subset(ucm_dir: Path) -> tuple[list[UcmRecord], np.ndarray]:
+def ucm_subset(ucm_dir: Path) -> tuple[list[CaptionRecord], np.ndarray]:
     """Two test images per class (42), decoded at 256 px like the originals."""
-    per_class: dict[str, list[UcmRecord]] = {}
-    for rec in load_ucm(ucm_dir, "test"):
+    per_class: dict[str, list[CaptionRecord]] = {}
+    for rec in load_records(ucm_dir, "test"):
         per_class.setdefault(rec.class_name, []).append(rec)
     recs = [r for cls in sorted(per_class) for r in per_class[cls][:2]]
     return recs, load_images(recs, size=256)
@@ -143,7 +143,7 @@ def ucm_subset(ucm_dir: Path) -> tuple[list[UcmRecord], np.ndarray]:
 def test_images_prefer_their_class_captions(embedder: Any, ucm_dir: Path, ucm_subset: Any) -> None:
     recs, images = ucm_subset
     by_class: dict[str, list[str]] = {}
-    for rec in load_ucm(ucm_dir, "test"):
+    for rec in load_records(ucm_dir, "test"):
         by_class.setdefault(rec.class_name, []).extend(rec.captions)
     classes = sorted(by_class)
     txt = embedder.encode_texts([c for cls in classes for c in by_class[cls]])
@@ -176,8 +176,9 @@ def test_cpu_auto_precision_close_to_fp32(embedder: Any, ucm_subset: Any) -> Non
         pytest.skip("auto precision only differs on CPU")
     _, images = ucm_subset
     # The towers' precision; the caption memory's top-k choice would amplify last-bit differences.
-    auto = lite_clip.load_lite_clip(device="cpu", memory=False)
-    fp32 = lite_clip.load_lite_clip(device="cpu", precision="fp32", memory=False)
+    # torch's auto is bf16 only on CPUs with native bf16 (tests/test_onnx_runtime.py); fp32 elsewhere.
+    auto = lite_clip.load_lite_clip(device="cpu", runtime="torch", memory=False)
+    fp32 = lite_clip.load_lite_clip(device="cpu", runtime="torch", precision="fp32", memory=False)
     a, b = auto.encode_images(images[:16]), fp32.encode_images(images[:16])
     assert float((a * b).sum(axis=1).min()) > 0.99
 
@@ -221,3 +222,54 @@ def test_caption_memory_rejects_bad_files(tmp_path: Path) -> None:
     # Image 0's nearest stored image is 0, whose caption vector is e4: the mix is (e0 + e4) / sqrt 2.
     expected = [[2**-0.5, 0, 0, 0, 2**-0.5, 0, 0, 0]]
     np.testing.assert_allclose(again.expand(np.eye(1, 8, dtype=np.float32)), expected, atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def plain_embedder() -> Any:
+    """The shipped model without its caption memory (what a memory is built from)."""
+    return lite_clip.load_lite_clip(memory=False)
+
+
+def _pond_split(aid_dir: Path, per_class: int) -> tuple[list[CaptionRecord], np.ndarray[Any, Any]]:
+    """All AID test ponds + `per_class` test images of every other class, and the pond mask."""
+    counts: dict[str, int] = {}
+    chosen = []
+    for r in load_records(aid_dir, "test"):
+        if r.class_name == "pond" or counts.get(r.class_name, 0) < per_class:
+            counts[r.class_name] = counts.get(r.class_name, 0) + 1
+            chosen.append(r)
+    return chosen, np.array([r.class_name == "pond" for r in chosen])
+
+
+def _average_precision(scores: np.ndarray[Any, Any], positive: np.ndarray[Any, Any]) -> float:
+    order = np.argsort(-scores)
+    hits = positive[order]
+    precision_at_hit = np.cumsum(hits)[hits] / (np.flatnonzero(hits) + 1)
+    return float(precision_at_hit.mean())
+
+
+@pytest.mark.slow
+def test_memory_without_a_class_leaves_that_class_findable(plain_embedder: Any, aid_dir: Path) -> None:
+    """Leave-one-class-out: a caption memory built without AID's ponds must not bury "a pond"."""
+    from geosearch.plugins.caption_memory import CaptionMemory
+
+    shipped = CaptionMemory.load(lite_clip.WEIGHTS_DIR / lite_clip.MEMORY_NAME)
+    counts: dict[str, int] = {}
+    train = []
+    for r in load_records(aid_dir, "train"):
+        if r.class_name != "pond" and counts.get(r.class_name, 0) < 12:
+            counts[r.class_name] = counts.get(r.class_name, 0) + 1
+            train.append(r)
+    texts, owner = flatten_captions(train)
+    per_caption = plain_embedder.encode_texts(texts)
+    captions = np.stack([per_caption[owner == i].mean(axis=0) for i in range(len(train))])
+    memory = CaptionMemory(plain_embedder.encode_images(load_images(train)), captions, shipped.k, shipped.weight)
+
+    test, is_pond = _pond_split(aid_dir, per_class=8)
+    plain = plain_embedder.encode_images(load_images(test))
+    query = plain_embedder.encode_texts(["an aerial image of a pond."])[0]
+    chance = float(is_pond.mean())
+    ap_plain = _average_precision(plain @ query, is_pond)
+    ap_memory = _average_precision(memory.expand(plain) @ query, is_pond)
+    assert ap_memory > 3 * chance, (ap_memory, chance)
+    assert ap_memory > 0.7 * ap_plain, (ap_memory, ap_plain)

@@ -93,6 +93,9 @@ class Hit:
     id: str
     score: float | None
     payload: ChipPayload
+    relevance: float | None = None
+    """Share of the embedder's reference images this hit outscores for the query (0..1); None when
+    the embedder has no reference set or the search was not a text query. See `plugins.base.Relevance`."""
 
 
 @runtime_checkable

@@ -108,13 +108,14 @@ def flatten_captions(records: list[CaptionRecord]) -> tuple[list[str], NDArray[n
 
 
 def load_image(path: Path, size: int | None = None) -> NDArray[np.uint8]:
-    """One RGB image as uint8 (H, W, 3), resized (bicubic) to size x size when given."""
+    """One RGB image as uint8 (H, W, 3), resized to size x size when given: PIL's bilinear filter scales
+    its support with the factor (antialiased), like the torch resize training features are made with."""
     from PIL import Image
 
     with Image.open(path) as im:
         rgb = im.convert("RGB")
         if size is not None and rgb.size != (size, size):
-            rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
+            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(rgb)
 
 
