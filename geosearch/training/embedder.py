@@ -134,7 +134,7 @@ class Heads(nn.Module):
     def __init__(self, recipe: Recipe) -> None:
         from collections import OrderedDict
 
-        from timm.layers import Mlp
+        from timm.layers.mlp import Mlp
 
         super().__init__()
         dim = recipe.embed_dim
@@ -319,7 +319,8 @@ def caption_vectors(heads: Heads, cache: FeatureCache, records: Sequence[Caption
         vec = heads.encode_texts(torch.from_numpy(cache.texts(texts))).numpy()
     out = np.zeros((len(records), vec.shape[1]), dtype=np.float32)
     np.add.at(out, owner, vec)
-    return out / np.bincount(owner, minlength=len(records))[:, None]
+    out /= np.bincount(owner, minlength=len(records))[:, None].astype(np.float32)
+    return out
 
 
 def image_vectors(heads: Heads, split: Split) -> NDArray[np.float32]:
