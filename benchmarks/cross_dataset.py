@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,13 +29,12 @@ from geosearch.plugins.caption_memory import CaptionMemory
 
 from geosearch.training.embedder import (
     Recipe,
-    caption_vectors,
     evaluate_split,
-    image_vectors,
     load_split,
+    memory_bank,
     train,
 )
-from geosearch.training.features import FeatureCache
+from geosearch.training.features import Augment, FeatureCache
 
 DATASETS = {"UCM": SHARED_DATA / "ucm-captions", "AID": SHARED_DATA / "aid-rsicd"}
 TRAIN_SETS = {"UCM only": ("UCM",), "AID only": ("AID",), "UCM + AID": ("UCM", "AID")}
@@ -49,7 +48,9 @@ def shipped_recipe() -> Recipe:
     if not path.is_file():
         return Recipe()
     saved = json.loads(path.read_text()).get("recipe", {})
-    fields = {k: v for k, v in saved.items() if k in Recipe.__dataclass_fields__ and k != "augment"}
+    fields = {k: v for k, v in saved.items() if k in Recipe.__dataclass_fields__}
+    if "augment" in fields:  # JSON wrote the ranges as lists
+        fields["augment"] = Augment(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields["augment"].items()})
     return Recipe(**fields)
 
 
@@ -80,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         heads, report = train([trains[n] for n in names], [vals[n] for n in names], cache, recipe, log=False)
         memory = None
         if setting is not None:  # the shipped memory's k and weight, over this row's train images only
-            images = np.concatenate([image_vectors(heads, trains[n]) for n in names])
-            captions = np.concatenate([caption_vectors(heads, cache, trains[n].records) for n in names])
-            memory = CaptionMemory(images, captions, setting.k, setting.weight)
+            memory = CaptionMemory(*memory_bank(heads, cache, [trains[n] for n in names]), setting.k, setting.weight)
         cells = {
             name: {
                 "plain": evaluate_split(heads, cache, split),
@@ -106,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "machine": machine(),
         "split": a.split,
-        "recipe": json.loads(json.dumps(recipe.__dict__, default=str)),
+        "recipe": asdict(recipe),
         "rows": rows,
     }
     write_json(RESULTS / "cross_dataset.json", out)

@@ -146,7 +146,7 @@ def run_evaluation(
     ret = retrieval_metrics(img_vec, txt_vec, owner)
     labels = [r.class_name for r in records]
     zero_shot = (
-        zero_shot_accuracy(img_vec, labels, lambda t: emb.encode_texts(t)) if all(labels) else None
+        zero_shot_accuracy(img_vec, labels, emb.encode_texts) if all(labels) else None
     )
     references = [list(r.captions) for r in records]
 

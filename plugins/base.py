@@ -48,8 +48,8 @@ class EmbeddingCaptioner(Captioner, Protocol):
 
 
 class Relevance:
-    """Raw cosine scores are not comparable across queries ("a lake" tops out at 0.3, "farmland" at
-    0.6), so a user cannot tell "nothing here matches" from a match. This maps a hit's score for a
+    """Raw cosine scores are not comparable across queries (each query's best possible score differs),
+    so a user cannot tell "nothing here matches" from a match. This maps a hit's score for a
     query to the share of a broad reference image set (the embedder's train images, as stored) that
     scores lower for the same query: 0.99 means "more like the query than 99 % of reference scenes".
     """

@@ -296,16 +296,12 @@ def train(
                 best = (sc, step, {k: v.detach().clone() for k, v in heads.state_dict().items()})
     heads.load_state_dict(best[2])
     return heads, {
-        "recipe": _jsonable(asdict(recipe)),
+        "recipe": asdict(recipe),
         "best_step": best[1],
         "best_score": best[0],
         "history": history,
         "train_seconds": round(time.time() - t0, 1),
     }
-
-
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=list))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,6 +322,14 @@ def caption_vectors(heads: Heads, cache: FeatureCache, records: Sequence[Caption
 def image_vectors(heads: Heads, split: Split) -> NDArray[np.float32]:
     with torch.no_grad():
         return heads.encode_images(torch.from_numpy(split.views[0])).numpy()  # type: ignore[no-any-return]
+
+
+def memory_bank(
+    heads: Heads, cache: FeatureCache, splits: Sequence[Split]
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """(image vectors, caption vectors) of every image in `splits`: what a `CaptionMemory` holds."""
+    images = np.concatenate([image_vectors(heads, s) for s in splits])
+    return images, np.concatenate([caption_vectors(heads, cache, s.records) for s in splits])
 
 
 def save_heads(heads: Heads, recipe: Recipe, out: Path) -> None:
@@ -349,8 +353,7 @@ def build_memory(
 ) -> tuple[CaptionMemory | None, dict[str, Any]]:
     """The caption memory over every train split, with k and weight chosen on val `score`; None when
     no setting beats the plain model on val (then none ships)."""
-    images = np.concatenate([image_vectors(heads, s) for s in train_splits])
-    captions = np.concatenate([caption_vectors(heads, cache, s.records) for s in train_splits])
+    images, captions = memory_bank(heads, cache, train_splits)
     plain = score({s.name: evaluate_split(heads, cache, s) for s in val_splits})
     report: dict[str, Any] = {"val_score_without": plain, "grid": []}
     best: tuple[float, CaptionMemory | None] = (plain, None)

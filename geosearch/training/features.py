@@ -110,6 +110,8 @@ class FeatureCache:
         self.root.mkdir(parents=True, exist_ok=True)
         self.batch_size = batch_size
         self._model: Any = None
+        self._text_stores: dict[Path, tuple[list[str], dict[str, int], NDArray[np.float32]]] = {}
+        """Text stores read once per process: evaluation asks for texts every few hundred steps."""
 
     @property
     def model(self) -> Any:
@@ -169,14 +171,18 @@ class FeatureCache:
         One store per tower holds every text seen so far, so a new recipe only encodes new texts.
         """
         store = self.root / f"txt-{_key(kind='text', context=context_length, tower=self.tower_id())}"
-        known: list[str] = json.loads((store / "texts.json").read_text()) if (store / "texts.json").is_file() else []
-        feats = np.load(store / "features.npy") if known else np.empty((0, 384), np.float32)
-        row = {t: i for i, t in enumerate(known)}
+        if store not in self._text_stores:
+            names = store / "texts.json"
+            known: list[str] = json.loads(names.read_text()) if names.is_file() else []
+            feats = np.load(store / "features.npy") if known else np.empty((0, 384), np.float32)
+            self._text_stores[store] = (known, {t: i for i, t in enumerate(known)}, feats)
+        known, row, feats = self._text_stores[store]
         missing = sorted(set(texts) - set(row))
         if missing:
             feats = np.concatenate([feats, self._encode_texts(missing, context_length)])
             known += missing
             row.update({t: i for i, t in enumerate(known)})
+            self._text_stores[store] = (known, row, feats)
             store.mkdir(parents=True, exist_ok=True)
             tmp = store / f"features.{os.getpid()}.npy"
             np.save(tmp, feats)
