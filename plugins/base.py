@@ -3,7 +3,9 @@ vector helpers the plugins share."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -62,6 +64,14 @@ class Relevance:
         ref = np.sort(self.reference @ np.asarray(query, dtype=np.float32))
         ranks = np.searchsorted(ref, np.asarray(scores, dtype=np.float32), side="right")
         return [float(r) / len(ref) for r in ranks]
+
+
+def cache_root() -> Path:
+    """Where derived files (ONNX exports, converted LM weights, re-encoded captions, training
+    features) are cached: ``$GEOSEARCH_CACHE``, else the user cache dir. Never the repository."""
+    import platformdirs
+
+    return Path(os.environ.get("GEOSEARCH_CACHE", platformdirs.user_cache_dir("geosearch")))
 
 
 def check_image_batch(images: object) -> ImageBatch:

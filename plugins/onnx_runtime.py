@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from geosearch.plugins.base import cache_root
 from geosearch.plugins.open_clip import OpenClipEmbedder, resolve_device
 from numpy.typing import NDArray
 from torch import nn
@@ -85,15 +86,13 @@ def state_digest(module: nn.Module, *extra: str) -> str:
     return h.hexdigest()[:20]
 
 
-def cache_root() -> Path:
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("geosearch")) / "onnx"
+def export_root() -> Path:
+    return cache_root() / "onnx"
 
 
 def _cache_dir(kind: str, digest: str) -> Path:
     blob = json.dumps({"kind": kind, "towers": digest, **versions()}, sort_keys=True)
-    path = cache_root() / f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+    path = export_root() / f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

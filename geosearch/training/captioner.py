@@ -33,6 +33,7 @@ import torch
 from numpy.typing import NDArray
 from scipy import sparse
 
+from geosearch.plugins.base import cache_root
 from geosearch.plugins.capret import (
     CONFIG_NAME,
     DEFAULT_LM,
@@ -50,7 +51,6 @@ from geosearch.plugins.nearest_caption import (
     BANK_METRICS,
     ImageNeighbours,
     NearestCaptioner,
-    cache_root,
     clean_caption,
     text_vectors,
     write_bank,

@@ -83,11 +83,10 @@ def field_view(img: torch.Tensor, view: int, rng: random.Random, aug: Augment, s
     return dihedral(x.clamp(0, 1), rng.randrange(8))
 
 
-def cache_root() -> Path:
-    """Feature caches live in the user cache dir (never in the repository)."""
-    from platformdirs import user_cache_dir
+def features_root() -> Path:
+    from geosearch.plugins.base import cache_root
 
-    return Path(user_cache_dir("geosearch")) / "features"
+    return cache_root() / "features"
 
 
 def _key(**parts: Any) -> str:
@@ -106,7 +105,7 @@ class FeatureCache:
     """Pooled frozen-tower features of images and texts, computed on demand and cached on disk."""
 
     def __init__(self, root: Path | None = None, *, batch_size: int = 64) -> None:
-        self.root = root or cache_root()
+        self.root = root or features_root()
         self.root.mkdir(parents=True, exist_ok=True)
         self.batch_size = batch_size
         self._model: Any = None
