@@ -1,16 +1,20 @@
-"""Helpers shared by the benchmark scripts: real base embeddings, memory probes, machine info, summary."""
+"""Helpers shared by the benchmark scripts: child processes, timing, memory probes, machine info, tables,
+JSON results and the real base embeddings."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import re
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +64,11 @@ def peak_rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+def mb(value: float | None, digits: int | None = 1) -> float | None:
+    """Bytes as MiB rounded to `digits` (None: a whole number); None stays None."""
+    return None if value is None else round(value / 2**20, digits)
+
+
 def dir_size(path: Path) -> int:
     """Allocated bytes under `path` (sparse files count what they occupy, like `du`)."""
     total = 0
@@ -73,7 +82,63 @@ def dir_size(path: Path) -> int:
     return total
 
 
-# ---- statistics ----------------------------------------------------------------------------------
+# ---- child processes ------------------------------------------------------------------------------
+def run_child(
+    script: str | Path,
+    kind: str,
+    spec: dict[str, Any],
+    work: Path,
+    *,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    capture: bool = False,
+) -> dict[str, Any]:
+    """Run `script --child KIND SPEC` in a fresh interpreter (its own peak RSS, thread pools, env) and
+    return the JSON it wrote to ``spec["result"]``. A failed child raises CalledProcessError, with its
+    output attached when `capture` is set (otherwise that output goes to this terminal)."""
+    cmd, result = child_command(script, kind, spec, work)
+    env = None if env is None else dict(env)
+    subprocess.run(cmd, check=True, timeout=timeout, env=env, capture_output=capture, text=True)
+    return json.loads(result.read_text())  # type: ignore[no-any-return]
+
+
+def child_command(script: str | Path, kind: str, spec: dict[str, Any], work: Path) -> tuple[list[str], Path]:
+    """Write `spec` (plus where the child puts its result) under `work`; the command line and result path."""
+    spec_path, result = work / f"{kind}-spec.json", work / f"{kind}-result.json"
+    result.unlink(missing_ok=True)
+    spec_path.write_text(json.dumps({**spec, "result": str(result)}))
+    return [sys.executable, str(script), "--child", kind, str(spec_path)], result
+
+
+def child_entry(handlers: Mapping[str, Callable[[dict[str, Any]], dict[str, Any] | None]]) -> None:
+    """The child side of `run_child`: when argv is `--child KIND SPEC`, run the handler for KIND, write
+    what it returns (None: it wrote its result itself) to ``spec["result"]`` and exit."""
+    if len(sys.argv) != 4 or sys.argv[1] != "--child":
+        return
+    spec = json.loads(Path(sys.argv[3]).read_text())
+    result = handlers[sys.argv[2]](spec)
+    if result is not None:
+        Path(spec["result"]).write_text(json.dumps(result))
+    sys.exit(0)
+
+
+# ---- timing and statistics -----------------------------------------------------------------------
+def time_runs(fn: Callable[[], object], repeats: int) -> list[float]:
+    """Wall seconds of each of `repeats` calls of `fn`."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def median_rate(fn: Callable[[], object], items: int, repeats: int) -> float:
+    """Median items/s of `fn` (which handles `items` items) over `repeats` timed calls after one warm-up."""
+    fn()
+    return items / statistics.median(time_runs(fn, repeats))
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -92,14 +157,9 @@ def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
 
 # ---- machine and summary ------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """The machine a result was measured on (recorded in every result file)."""
+    from geosearch.plugins.cpu import capability, cpu_model, native_bf16
+
     mem = 0
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -111,11 +171,9 @@ def machine() -> dict[str, Any]:
         load = os.getloadavg()
     except OSError:
         load = (0.0, 0.0, 0.0)
-    from geosearch.plugins.cpu import capability, native_bf16
-
     return {
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "cpu_model": model,
+        "cpu_model": cpu_model(),
         "cpu_capability": capability(),  # PyTorch's kernel level (AVX2, AVX512, ...): speed depends on it
         "native_bf16": native_bf16(),
         "memory_gb": round(mem / 2**30, 1),
@@ -124,8 +182,31 @@ def machine() -> dict[str, Any]:
     }
 
 
+def print_table(
+    columns: Sequence[tuple[str, str]], rows: Iterable[Sequence[Any] | str], *, sep: str = " ", rule: bool = False
+) -> None:
+    """Print a header and one line per row: `columns` are (title, format spec), the spec starting with
+    its alignment and width (">9,", "<34", ">8.1f"), which the title takes too; a row given as a
+    string is printed as it is (notes, failures). `rule` draws a dashed line under the header."""
+    head = sep.join(format(title, _align_width(spec)) for title, spec in columns)
+    print(head)
+    if rule:
+        print("-" * len(head))
+    for row in rows:
+        if isinstance(row, str):
+            print(row)
+        else:
+            print(sep.join(format(value, spec) for value, (_, spec) in zip(row, columns, strict=True)))
+
+
+def _align_width(spec: str) -> str:
+    """The alignment and width that open a format spec (">9" of ">9,.0f")."""
+    match = re.match(r"[<>^]?\d*", spec)
+    return match.group() if match else ""
+
+
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -211,7 +292,8 @@ def base_vectors(embedder: Any, *, log: Any = print) -> NDArray[np.float32]:
     """Real chip embeddings (shared scenes + UCM), computed once per model and cached in /tmp."""
     path = cache_dir() / f"base-{slug(embedder.model_id)}.npy"
     if path.exists():
-        return np.load(path)
+        cached: NDArray[np.float32] = np.load(path)
+        return cached
     t0 = time.perf_counter()
     pixels = np.concatenate([scene_chip_pixels(), ucm_pixels()])
     log(f"embedding {len(pixels)} real chips once (cached in {path}) ...")

@@ -1,15 +1,15 @@
 """Cross-dataset table: the shipped lite-clip recipe trained on one dataset, scored on the other.
 
-    python benchmarks/cross_dataset.py [--steps N] [--split test|val]
+    python benchmarks/cross_dataset.py [--steps N] [--split test|val] [--out benchmarks/results/cross_dataset.json]
 
 Rows: UCM-only, AID-only and both (the shipped training set); columns: t2i mR and zero-shot
 accuracy on UCM-Captions and AID/RSICD. The off-diagonal cells (a model scored on a dataset it never
 saw: other sensors, countries and a 7-100x range of ground resolution) are this project's visible
 proxies for imagery users bring; every recipe choice is made on them (val split) and on val, never on
-one test split. Heads train on cached frozen-tower features, so the whole table takes minutes on 2
-cores once the feature cache exists (first run: ~10 min per augmented view on 2 cores). The caption
-memory is scored too, built from the training datasets' train images only, so the off-diagonal
-cells show what it does to a dataset it does not cover. Writes benchmarks/results/cross_dataset.json.
+one test split. Heads train on cached frozen-tower features, so once the feature cache exists the
+table is quick to redo; the first run computes the features of every augmented view, which dominates
+its time. The caption memory is scored too, built from the training datasets' train images only, so
+the off-diagonal cells show what it does to a dataset it does not cover.
 """
 
 from __future__ import annotations
@@ -24,19 +24,18 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, SHARED_DATA, machine, write_json
+import _common as C
+
 from geosearch.plugins.caption_memory import CaptionMemory
+from geosearch.training.augment import Augment
+from geosearch.training.features import FeatureCache
+from geosearch.training.loop import train
+from geosearch.training.memory import memory_bank
+from geosearch.training.recipe import Recipe
+from geosearch.training.scoring import evaluate_split
+from geosearch.training.splits import load_split
 
-from geosearch.training.embedder import (
-    Recipe,
-    evaluate_split,
-    load_split,
-    memory_bank,
-    train,
-)
-from geosearch.training.features import Augment, FeatureCache
-
-DATASETS = {"UCM": SHARED_DATA / "ucm-captions", "AID": SHARED_DATA / "aid-rsicd"}
+DATASETS = {"UCM": C.UCM_DIR, "AID": C.SHARED_DATA / "aid-rsicd"}
 TRAIN_SETS = {"UCM only": ("UCM",), "AID only": ("AID",), "UCM + AID": ("UCM", "AID")}
 
 
@@ -50,7 +49,8 @@ def shipped_recipe() -> Recipe:
     saved = json.loads(path.read_text()).get("recipe", {})
     fields = {k: v for k, v in saved.items() if k in Recipe.__dataclass_fields__}
     if "augment" in fields:  # JSON wrote the ranges as lists
-        fields["augment"] = Augment(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields["augment"].items()})
+        ranges: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in fields["augment"].items()}
+        fields["augment"] = Augment(**ranges)
     return Recipe(**fields)
 
 
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", choices=("val", "test"), default="test", help="where the table is scored")
     p.add_argument("--steps", type=int, default=None, help="override the shipped recipe's steps")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=C.RESULTS / "cross_dataset.json")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     recipe = shipped_recipe()
@@ -92,24 +93,27 @@ def main(argv: list[str] | None = None) -> int:
         }
         rows[row] = {"best_step": report["best_step"], "cells": cells}
     print(f"{a.split} split: t2i mR / zero-shot accuracy (%); in brackets with the caption memory; * never seen")
-    print(f"{'trained on':<11}" + "".join(f"| {n:<27}" for n in DATASETS))
-    for row, r in rows.items():
-        line = f"{row:<11}"
-        for name in DATASETS:
-            c = r["cells"][name]
-            cell = f"{c['plain']['mR']:5.1f} / {c['plain']['zero_shot']['accuracy']:5.1f}"
-            if c["memory"] is not None:
-                cell += f" ({c['memory']['mR']:4.1f} / {c['memory']['zero_shot']['accuracy']:4.1f})"
-            line += f"| {cell + ('' if c['seen'] else ' *'):<27}"
-        print(line)
+    C.print_table(
+        [("trained on", "<11"), *((name, "<27") for name in DATASETS)],
+        [[row, *(_cell(r["cells"][name]) for name in DATASETS)] for row, r in rows.items()],
+        sep="| ",
+    )
     out = {
-        "machine": machine(),
+        "machine": C.machine(),
         "split": a.split,
         "recipe": asdict(recipe),
         "rows": rows,
     }
-    write_json(RESULTS / "cross_dataset.json", out)
+    C.write_json(a.out, out)
     return 0
+
+
+def _cell(c: dict[str, Any]) -> str:
+    """mR / zero-shot accuracy, with the caption memory in brackets; * where the row never saw the dataset."""
+    cell = f"{c['plain']['mR']:5.1f} / {c['plain']['zero_shot']['accuracy']:5.1f}"
+    if c["memory"] is not None:
+        cell += f" ({c['memory']['mR']:4.1f} / {c['memory']['zero_shot']['accuracy']:4.1f})"
+    return cell + ("" if c["seen"] else " *")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ crops of the shared scenes (../shared/data/scenes) into a temporary directory, n
 at 2,500^2, 5,000^2 and 10,000^2 px. Each configuration runs in a fresh child process, so its peak RSS
 (ru_maxrss) is its own:
 
-* ingest: `geosearch.pipeline.ingest` into a fresh embedded store with the default embedder
+* ingest: `geosearch.ingest.ingest` into a fresh embedded store with the default embedder
   (`load_embedder()`), without captions at every size, and with the "nearest-caption" captioner
   (sharing the loaded embedder) at the largest size; end to end = chips written / wall time of
   `ingest()` (planning, reading, model, store writes and `finish_ingest` included);
@@ -16,7 +16,7 @@ at 2,500^2, 5,000^2 and 10,000^2 px. Each configuration runs in a fresh child pr
   shares the embedder).
 
 Efficiency = end-to-end chips/s / model-only chips/s (target >= 0.85). Both run with
-OMP_WAIT_POLICY=PASSIVE unless it is set, as `geosearch ingest` runs (see geosearch.pipeline).
+OMP_WAIT_POLICY=PASSIVE unless it is set, as `geosearch ingest` runs (see geosearch.ingest.runtime).
 Memory is flat when peak RSS at 10,000^2 is about that at 2,500^2 (`ingest_rss_growth_ratio`, first
 ingest of each fresh process; the peak after every round is listed too).
 
@@ -37,10 +37,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `geosearch ingest` set
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -119,51 +119,103 @@ def mosaic(size: int, seed: int = 0) -> Path:
 
 
 # ---- child --------------------------------------------------------------------------------------
-def child(spec: dict[str, Any]) -> dict[str, Any]:
-    import torch
-    from geosearch.plugins.base import EmbeddingCaptioner
+@dataclass
+class ModelOnly:
+    """The pipeline's model calls on pre-loaded uint8 chips of the scene, at the ingest batch size."""
+
+    embedder: Any
+    captioner: Any
+    pixels: NDArray[np.uint8]
+    batch: int
+    reuse: bool
+    """As the pipeline does: a captioner sharing the embedder captions the chip vectors, no second pass."""
+    rates: list[float] = field(default_factory=list)
+    """chips/s of every pass so far."""
+
+    def step(self, chunk: NDArray[np.uint8]) -> None:
+        vectors = self.embedder.encode_images(chunk)
+        if self.captioner is not None:
+            if self.reuse:
+                self.captioner.caption_vectors(vectors)
+            else:
+                self.captioner.caption(chunk)
+
+    def passes(self, count: int) -> None:
+        def one_pass() -> None:
+            for i in range(0, len(self.pixels), self.batch):
+                self.step(self.pixels[i : i + self.batch])
+
+        self.rates += [len(self.pixels) / s for s in C.time_runs(one_pass, count)]
+
+
+@dataclass
+class Round:
+    """One ingest into a fresh store."""
+
+    chips: int
+    skipped: int
+    wall_s: float
+    stage_seconds: dict[str, float]
+    peak_rss: int
+    """Process peak RSS after the round (ru_maxrss only grows)."""
+    rss_after: int
+    disk: int
+
+
+def sample_chips(scene_path: str, n: int) -> NDArray[np.uint8]:
+    """`n` chips spread evenly over the scene's default tiling, read into memory."""
     from geosearch.tilers import TileOptions, open_scene
 
-    from geosearch import load_captioner, load_embedder
+    with open_scene(scene_path, TileOptions()) as scene:
+        specs = list(scene.windows())
+        step = max(1, len(specs) // n)
+        return np.stack([scene.read(s).pixels for s in specs[::step][:n]])
+
+
+def ingest_round(embedder: Any, captioner: Any, scene: str, options: Any) -> Round:
+    """`ingest()` of the scene into a fresh store in a temporary directory, removed afterwards."""
     from geosearch.engine import Engine
-    from geosearch.pipeline import IngestOptions, ingest
+    from geosearch.ingest import ingest
     from geosearch.store import open_store
+
+    store_dir = Path(tempfile.mkdtemp(prefix="geosearch-ingest-bench-"))
+    try:
+        store = open_store(store_dir, model_id=embedder.model_id, dim=embedder.dim)
+        engine = Engine(embedder, store, captioner=captioner)
+        t = time.perf_counter()
+        report = ingest(engine, [scene], options)
+        wall = time.perf_counter() - t
+        peak, rss_after = C.peak_rss_bytes(), C.rss_bytes()
+        if not report.ok:
+            raise SystemExit(f"ingest failed: {[s.error for s in report.scenes]}")
+        engine.close()
+        disk = C.dir_size(store_dir)
+    finally:
+        shutil.rmtree(store_dir, ignore_errors=True)
+    return Round(report.chips, report.skipped, wall, report.stage_seconds, peak, rss_after, disk)
+
+
+def child(spec: dict[str, Any]) -> dict[str, Any]:
+    """One configuration in a fresh process: rounds of (model-only passes, ingest into a fresh store),
+    then a last model-only pass. The machine may be shared, so both rates are medians of passes
+    interleaved in time."""
+    import torch
+
+    from geosearch import load_captioner, load_embedder
+    from geosearch.ingest import IngestOptions
+    from geosearch.plugins.base import EmbeddingCaptioner
+    from geosearch.tilers import TileOptions
 
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     rss_start = C.rss_bytes()
-    from geosearch.plugins.cpu import runtime_info
-
     embedder = load_embedder()
     captioner = load_captioner(CAPTIONER, embedder=embedder) if spec["captions"] else None
     rss_models = C.rss_bytes()
     batch = int(spec["batch_size"])
-    # model only: the same calls on pre-loaded uint8 chips of the same scene, same batch size
-    n_model = int(spec["model_chips"])
-    with open_scene(spec["scene"], TileOptions()) as scene:
-        specs = list(scene.windows())
-        step = max(1, len(specs) // n_model)
-        pixels = np.stack([scene.read(s).pixels for s in specs[::step][:n_model]])
-    # as the pipeline does: a captioner sharing the embedder captions the chip vectors, no second pass
     reuse = isinstance(captioner, EmbeddingCaptioner) and captioner.embedder.model_id == embedder.model_id
-
-    def model_step(chunk: NDArray[np.uint8]) -> None:
-        vectors = embedder.encode_images(chunk)
-        if captioner is not None:
-            if reuse:
-                captioner.caption_vectors(vectors)  # type: ignore[union-attr]
-            else:
-                captioner.caption(chunk)
-
-    def model_passes(out: list[float]) -> None:
-        for _ in range(int(spec.get("model_passes", 2))):
-            t = time.perf_counter()
-            for i in range(0, len(pixels), batch):
-                model_step(pixels[i : i + batch])
-            out.append(len(pixels) / (time.perf_counter() - t))
-
-    model_step(pixels[:batch])  # warm-up
-    passes: list[float] = []
+    model = ModelOnly(embedder, captioner, sample_chips(spec["scene"], int(spec["model_chips"])), batch, reuse)
+    model.step(model.pixels[:batch])  # warm-up
     options = IngestOptions(
         tile=TileOptions(),
         batch_size=batch,
@@ -171,81 +223,70 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         gdal_cache_mb=spec["gdal_cache_mb"] or None,
         io_nice=spec["io_nice"] or None,
     )
-    # Rounds of (model-only pass, ingest into a fresh store), then a last model pass: the machine is
-    # shared, so both rates are medians of passes interleaved in time.
-    rates: list[float] = []
-    walls: list[float] = []
-    stage_runs: list[dict[str, float]] = []
-    peaks: list[int] = []  # process peak RSS after each round (ru_maxrss only grows)
+    rounds: list[Round] = []
     for _ in range(int(spec.get("rounds", 3))):
-        model_passes(passes)
-        store_dir = Path(tempfile.mkdtemp(prefix="geosearch-ingest-bench-"))
-        try:
-            store = open_store(store_dir, model_id=embedder.model_id, dim=embedder.dim)
-            engine = Engine(embedder, store, captioner=captioner)
-            t = time.perf_counter()
-            report = ingest(engine, [spec["scene"]], options)
-            wall = time.perf_counter() - t
-            peaks.append(C.peak_rss_bytes())
-            rss_after = C.rss_bytes()
-            chips = report.chips
-            if not report.ok:
-                raise SystemExit(f"ingest failed: {[s.error for s in report.scenes]}")
-            engine.close()
-            disk = C.dir_size(store_dir)
-        finally:
-            shutil.rmtree(store_dir, ignore_errors=True)
-        rates.append(chips / wall)
-        walls.append(wall)
-        stage_runs.append(report.stage_seconds)
-    model_passes(passes)
+        model.passes(int(spec.get("model_passes", 2)))
+        rounds.append(ingest_round(embedder, captioner, spec["scene"], options))
+    model.passes(int(spec.get("model_passes", 2)))
+    return child_result(spec, embedder, model, rounds, options, rss_start, rss_models)
 
-    done = len(pixels)
+
+def child_result(
+    spec: dict[str, Any],
+    embedder: Any,
+    model: ModelOnly,
+    rounds: list[Round],
+    options: Any,
+    rss_start: int,
+    rss_models: int,
+) -> dict[str, Any]:
+    """The configuration's row: medians over the rounds, stage times of the median round, chips, RSS
+    and disk of the last round, peaks of the first (and of every round)."""
+    import torch
+
+    from geosearch.plugins.cpu import runtime_info
+
+    rates = [r.chips / r.wall_s for r in rounds]
     e2e = float(np.median(rates))
-    model = float(np.median(passes))
-    middle = int(np.argsort(rates)[len(rates) // 2])  # stage times of the median round
+    model_rate = float(np.median(model.rates))
+    middle = rounds[int(np.argsort(rates)[len(rates) // 2])]
+    first, last = rounds[0], rounds[-1]
     return {
         "scene_px": spec["size"],
         "captions": bool(spec["captions"]),
         "captioner": CAPTIONER if spec["captions"] else None,
-        "captions_reuse_chip_vectors": reuse,
-        "batch_size": batch,
+        "captions_reuse_chip_vectors": model.reuse,
+        "batch_size": model.batch,
         "torch_threads": torch.get_num_threads(),
         "runtime": runtime_info(embedder),  # CPU capability, runtime and precision of the embedder
-        "chips": chips,
-        "skipped": report.skipped,
+        "chips": last.chips,
+        "skipped": last.skipped,
         "rounds": len(rates),
-        "ingest_wall_s": round(walls[middle], 2),
-        "stage_seconds": {k: round(v, 2) for k, v in stage_runs[middle].items()},
+        "ingest_wall_s": round(middle.wall_s, 2),
+        "stage_seconds": {k: round(v, 2) for k, v in middle.stage_seconds.items()},
         "e2e_chips_per_s": round(e2e, 2),
         "e2e_rounds_chips_per_s": [round(x, 1) for x in rates],
-        "model_only_chips": done,
-        "model_only_chips_per_s": round(model, 2),
-        "model_only_passes_chips_per_s": [round(x, 1) for x in passes],
+        "model_only_chips": len(model.pixels),
+        "model_only_chips_per_s": round(model_rate, 2),
+        "model_only_passes_chips_per_s": [round(x, 1) for x in model.rates],
         "gdal_cache_mb": options.gdal_cache_mb,
         "io_nice": options.io_nice,
-        "efficiency": round(e2e / model, 3),
-        "rss_start_mb": round(rss_start / 2**20, 1),
-        "rss_models_loaded_mb": round(rss_models / 2**20, 1),
-        "peak_rss_ingest_mb": round(peaks[0] / 2**20, 1),
-        "peak_rss_after_rounds_mb": [round(x / 2**20, 1) for x in peaks],
-        "rss_after_ingest_mb": round(rss_after / 2**20, 1),
-        "peak_over_models_mb": round((peaks[0] - rss_models) / 2**20, 1),
-        "store_disk_mb": round(disk / 2**20, 2),
+        "efficiency": round(e2e / model_rate, 3),
+        "rss_start_mb": C.mb(rss_start),
+        "rss_models_loaded_mb": C.mb(rss_models),
+        "peak_rss_ingest_mb": C.mb(first.peak_rss),
+        "peak_rss_after_rounds_mb": [C.mb(r.peak_rss) for r in rounds],
+        "rss_after_ingest_mb": C.mb(last.rss_after),
+        "peak_over_models_mb": C.mb(first.peak_rss - rss_models),
+        "store_disk_mb": C.mb(last.disk, 2),
     }
 
 
-def run_child(spec: dict[str, Any]) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="geosearch-ingest-spec-") as tmp:
-        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
-        spec_path.write_text(json.dumps({**spec, "out": str(out_path)}))
-        cmd = [sys.executable, __file__, "--child", str(spec_path)]
-        subprocess.run(cmd, check=True, timeout=3 * 3600)
-        return json.loads(out_path.read_text())  # type: ignore[no-any-return]
-
-
 # ---- driver -------------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    from geosearch.ingest import IngestOptions
+
+    defaults = IngestOptions()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--sizes", default="2500,5000,10000", help="mosaic edge lengths in pixels")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -254,57 +295,73 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="ingest runs, each after model-only passes")
     parser.add_argument("--no-captions", action="store_true", help="skip the run with captions")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
-    from geosearch.pipeline import IngestOptions
-
-    defaults = IngestOptions()
     parser.add_argument(
         "--gdal-cache-mb", type=int, default=defaults.gdal_cache_mb, help="GDAL block cache (0: GDAL's default)"
     )
     parser.add_argument("--io-nice", type=int, default=defaults.io_nice, help="read/write threads' niceness (0: off)")
     parser.add_argument("--out", type=Path, default=C.RESULTS / "ingest.json")
     parser.add_argument("--summary", type=Path, default=C.RESULTS / "summary.json")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     sizes = sorted(int(s) for s in args.sizes.split(",") if s.strip())
     machine = C.machine()
-
     runs: list[dict[str, Any]] = []
     plan = [(size, False) for size in sizes]
     if not args.no_captions:
         plan.append((sizes[-1], True))
-    for size, captions in plan:
-        t = time.perf_counter()
-        scene = mosaic(size)
-        print(f"mosaic {size}x{size}: {scene} ({time.perf_counter() - t:.1f} s)", flush=True)
-        spec = {
-            "scene": str(scene),
-            "size": size,
-            "captions": captions,
-            "batch_size": args.batch_size,
-            "model_chips": args.model_chips,
-            "model_passes": args.model_passes,
-            "rounds": args.rounds,
-            "threads": args.threads,
-            "gdal_cache_mb": args.gdal_cache_mb,
-            "io_nice": args.io_nice,
-        }
-        result = run_child(spec)
-        runs.append(result)
-        print(json.dumps(result), flush=True)
-        C.write_json(args.out, {"benchmark": "ingest", "date": C.now_iso(), "machine": machine, "runs": runs})
+    with tempfile.TemporaryDirectory(prefix="geosearch-ingest-spec-") as work:
+        for size, captions in plan:
+            t = time.perf_counter()
+            scene = mosaic(size)
+            print(f"mosaic {size}x{size}: {scene} ({time.perf_counter() - t:.1f} s)", flush=True)
+            spec = {
+                "scene": str(scene),
+                "size": size,
+                "captions": captions,
+                "batch_size": args.batch_size,
+                "model_chips": args.model_chips,
+                "model_passes": args.model_passes,
+                "rounds": args.rounds,
+                "threads": args.threads,
+                "gdal_cache_mb": args.gdal_cache_mb,
+                "io_nice": args.io_nice,
+            }
+            result = C.run_child(__file__, "ingest", spec, Path(work), timeout=3 * 3600)
+            runs.append(result)
+            print(json.dumps(result), flush=True)
+            C.write_json(args.out, {"benchmark": "ingest", "date": C.now_iso(), "machine": machine, "runs": runs})
+    print()
+    print_runs(runs)
+    keys = summary_keys(runs)
+    print(f"\nwrote {args.out}; updated {C.update_summary(keys, args.summary)}: {keys}")
+    return 0
 
-    print(
-        f"\n{'scene px':>9} {'capt':>5} {'chips':>6} {'e2e/s':>7} {'model/s':>8} {'eff':>6} {'read s':>7} "
-        f"{'embed s':>8} {'capt s':>7} {'write s':>8} {'peak RSS':>9} {'over models':>12}"
-    )
+
+def print_runs(runs: list[dict[str, Any]]) -> None:
+    columns = [
+        ("scene px", ">9"), ("capt", ">5"), ("chips", ">6"), ("e2e/s", ">7.1f"), ("model/s", ">8.1f"),
+        ("eff", ">6.3f"), ("read s", ">7.1f"), ("embed s", ">8.1f"), ("capt s", ">7.1f"), ("write s", ">8.1f"),
+        ("peak RSS", ">9.0f"), ("over models", ">12.0f"),
+    ]  # fmt: skip
+    rows = []
     for r in runs:
         st = r["stage_seconds"]
-        print(
-            f"{r['scene_px']:>9} {'yes' if r['captions'] else 'no':>5} {r['chips']:>6} {r['e2e_chips_per_s']:>7.1f} "
-            f"{r['model_only_chips_per_s']:>8.1f} {r['efficiency']:>6.3f} {st['read']:>7.1f} {st['embed']:>8.1f} "
-            f"{st['caption']:>7.1f} {st['write']:>8.1f} {r['peak_rss_ingest_mb']:>9.0f} "
-            f"{r['peak_over_models_mb']:>12.0f}"
-        )
+        rows.append(
+            [
+                r["scene_px"], "yes" if r["captions"] else "no", r["chips"], r["e2e_chips_per_s"],
+                r["model_only_chips_per_s"], r["efficiency"], st["read"], st["embed"], st["caption"], st["write"],
+                r["peak_rss_ingest_mb"], r["peak_over_models_mb"],
+            ]
+        )  # fmt: skip
+    C.print_table(columns, rows)
 
+
+def summary_keys(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """This benchmark's keys of summary.json: efficiency at the largest size (with captions too) and
+    the peak-RSS growth from the smallest to the largest size."""
     plain = [r for r in runs if not r["captions"]]
     largest = max(plain, key=lambda r: r["scene_px"])
     smallest = min(plain, key=lambda r: r["scene_px"])
@@ -314,13 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     captioned = [r for r in runs if r["captions"]]
     if captioned:
         keys["ingest_efficiency_cpu_captions"] = captioned[-1]["efficiency"]
-    print(f"\nwrote {args.out}; updated {C.update_summary(keys, args.summary)}: {keys}")
-    return 0
+    return keys
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--child":
-        child_spec = json.loads(Path(sys.argv[2]).read_text())
-        Path(child_spec["out"]).write_text(json.dumps(child(child_spec)))
-        sys.exit(0)
+    C.child_entry({"ingest": child})
     sys.exit(main())

@@ -23,6 +23,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C
 
-ROOT = C.ROOT
 QUERIES = [
     "many planes parked next to the terminal",
     "a baseball field beside green trees",
@@ -61,7 +61,7 @@ DEFAULT_CONFIGS = [
 def _images(n: int) -> Any:
     import numpy as np
 
-    from geosearch.training.data import load_images, load_records
+    from geosearch.evaluation.datasets import load_images, load_records
 
     recs = load_records(C.UCM_DIR, "test")
     imgs = load_images(recs[: min(n, len(recs))], size=256)
@@ -69,32 +69,17 @@ def _images(n: int) -> Any:
     return np.ascontiguousarray(np.concatenate([imgs] * reps)[:n, 16:240, 16:240])
 
 
-def _rate(fn: Any, items: int, repeats: int) -> float:
-    """Median items/s over `repeats` timed runs after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return items / statistics.median(times)
-
-
-def run_embedder(name: str, device: str, threads: int, batch: int, repeats: int) -> dict[str, Any]:
-    import numpy as np
-    import torch
-
-    torch.set_num_threads(threads)
-    from geosearch.plugins.cpu import runtime_info
-
+# ---- children: one configuration each -----------------------------------------------------------
+def run_embedder(name: str, device: str, batch: int, repeats: int) -> dict[str, Any]:
     from geosearch import load_embedder
+    from geosearch.plugins.cpu import runtime_info
 
     options = {**EMBEDDERS[name], "device": device}
     t0 = time.perf_counter()
     emb = load_embedder(None, batch_size=batch, **options)
     load_s = time.perf_counter() - t0
     images = _images(batch)
-    rate = _rate(lambda: emb.encode_images(images), batch, repeats)
+    rate = C.median_rate(lambda: emb.encode_images(images), batch, repeats)
     emb.encode_texts(QUERIES[:1])
     lat = []
     for _ in range(max(3, repeats) * 4):
@@ -103,16 +88,8 @@ def run_embedder(name: str, device: str, threads: int, batch: int, repeats: int)
             emb.encode_texts([q])
             lat.append(time.perf_counter() - t1)
     info = runtime_info(emb)
-    peak_mb = round(C.peak_rss_bytes() / 2**20)  # before the reference models below load
-    # Accuracy gate against the torch fp32 reference: the towers (memory off) and the stored vectors
-    # (memory on, whose top-k neighbour choice can amplify a small tower difference).
-    cos = {}
-    for memory in (False, True):
-        ref = load_embedder(None, runtime="torch", precision="fp32", device=device, memory=memory)
-        same = load_embedder(None, memory=memory, **options)
-        cos["memory" if memory else "towers"] = round(
-            float(np.min(np.sum(ref.encode_images(images) * same.encode_images(images), axis=1))), 4
-        )
+    peak_mb = C.mb(C.peak_rss_bytes(), None)  # before the reference models of the accuracy gate load
+    cos = _min_cosines_to_fp32(images, options, device)
     return {
         "what": f"embedder {name}",
         "model": emb.model_id,
@@ -127,6 +104,23 @@ def run_embedder(name: str, device: str, threads: int, batch: int, repeats: int)
     }
 
 
+def _min_cosines_to_fp32(images: Any, options: dict[str, Any], device: str) -> dict[str, float]:
+    """Accuracy gate against the torch fp32 reference, per image: the towers (memory off) and the
+    stored vectors (memory on, whose top-k neighbour choice can amplify a small tower difference)."""
+    import numpy as np
+
+    from geosearch import load_embedder
+
+    cos = {}
+    for memory in (False, True):
+        ref = load_embedder(None, runtime="torch", precision="fp32", device=device, memory=memory)
+        same = load_embedder(None, memory=memory, **options)
+        cos["memory" if memory else "towers"] = round(
+            float(np.min(np.sum(ref.encode_images(images) * same.encode_images(images), axis=1))), 4
+        )
+    return cos
+
+
 def run_towers_ab(threads: int, batch: int, repeats: int) -> dict[str, Any]:
     """The image tower alone, ONNX Runtime fp32 / int8 vs torch fp32 / bf16, interleaved in one process.
 
@@ -136,7 +130,6 @@ def run_towers_ab(threads: int, batch: int, repeats: int) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    torch.set_num_threads(threads)
     from geosearch.plugins import lite_clip, onnx_runtime
     from geosearch.plugins.cpu import cpu_info
 
@@ -162,9 +155,7 @@ def run_towers_ab(threads: int, batch: int, repeats: int) -> dict[str, Any]:
         fn()
     for _ in range(max(3, repeats)):
         for name, fn in runs.items():
-            t0 = time.perf_counter()
-            fn()
-            rates[name].append(batch / (time.perf_counter() - t0))
+            rates[name].append(batch / C.time_runs(fn, 1)[0])
     return {
         "what": f"image tower A/B (interleaved, {threads} threads)",
         "images_per_s": {k: round(statistics.median(v), 1) for k, v in rates.items()},
@@ -172,41 +163,93 @@ def run_towers_ab(threads: int, batch: int, repeats: int) -> dict[str, Any]:
     }
 
 
-def run_captioner(spec: str, device: str, threads: int, batch: int, repeats: int) -> dict[str, Any]:
-    import torch
-
-    torch.set_num_threads(threads)
-    from geosearch.plugins.cpu import runtime_info
-
+def run_captioner(spec: str, device: str, batch: int, repeats: int) -> dict[str, Any]:
     from geosearch import load_captioner, load_embedder
+    from geosearch.plugins.cpu import runtime_info
 
     t0 = time.perf_counter()
     emb = load_embedder(None, device=device)
     cap = load_captioner(spec, embedder=emb)
     load_s = time.perf_counter() - t0
     images = _images(batch)
-    rate = _rate(lambda: cap.caption(images), batch, repeats)
+    rate = C.median_rate(lambda: cap.caption(images), batch, repeats)
     return {
         "what": f"captioner {spec}",
         "model": cap.model_id,
         "captions_per_s": round(rate, 2),
         "example": cap.caption(images[:1])[0],
         "load_s": round(load_s, 2),
-        "peak_rss_mb": round(C.peak_rss_bytes() / 2**20),
+        "peak_rss_mb": C.mb(C.peak_rss_bytes(), None),
         "runtime": runtime_info(emb),
     }
 
 
-def _child(args: argparse.Namespace) -> None:
-    kind, _, name = args.child.partition(":")
+def child(spec: dict[str, Any]) -> dict[str, Any]:
+    """One configuration ("towers:ab", "embedder:NAME", "captioner:SPEC") in this fresh process."""
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    kind, _, name = spec["config"].partition(":")
     if kind == "towers":
-        result = run_towers_ab(args.threads, args.batch, args.repeats)
+        result = run_towers_ab(spec["threads"], spec["batch"], spec["repeats"])
     elif kind == "embedder":
-        result = run_embedder(name, args.device, args.threads, args.batch, args.repeats)
+        result = run_embedder(name, spec["device"], spec["batch"], spec["repeats"])
     else:
-        result = run_captioner(name, args.device, args.threads, args.batch, max(1, args.repeats // 2))
+        result = run_captioner(name, spec["device"], spec["batch"], max(1, spec["repeats"] // 2))
     result["loadavg_1m_after"] = round(os.getloadavg()[0], 2)  # the machine may be shared: how busy it was
-    print(json.dumps(result))
+    return result
+
+
+# ---- driver -------------------------------------------------------------------------------------
+def run_config(cfg: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """One configuration in a child process (an ``avx2:`` prefix caps the CPU kernels); its row, or
+    its error: a failed configuration does not stop the others."""
+    avx2 = cfg.startswith("avx2:")
+    spec = {
+        "config": cfg.removeprefix("avx2:"),
+        "threads": args.threads,
+        "device": args.device,
+        "batch": args.batch,
+        "repeats": args.repeats,
+    }
+    env = {**os.environ, **(AVX2_ENV if avx2 else {})}
+    try:
+        row = C.run_child(__file__, "config", spec, work, env=env, capture=True)
+    except subprocess.CalledProcessError as e:
+        print(f"{cfg} failed:\n{e.stderr[-2000:]}", file=sys.stderr)
+        return {"what": cfg, "error": e.stderr.strip().splitlines()[-1:]}
+    row["date"] = C.now_iso()
+    if avx2:
+        row["what"] = f"{row['what']} (AVX2 env)"
+        if row.get("runtime", {}).get("runtime") == "onnx":
+            row["note"] = "ONNX Runtime ignores the AVX2 variables: it used every instruction of this CPU"
+    return row
+
+
+def print_rows(rows: list[dict[str, Any]]) -> None:
+    columns = [
+        ("configuration", "<34"), ("cap", ">8"), ("prec", ">6"), ("items/s", ">9"), ("query ms", ">10"),
+        ("cos", ">8"), ("cos+mem", ">8"), ("load s", ">8"),
+    ]  # fmt: skip
+    lines: list[list[Any] | str] = []
+    for r in rows:
+        rt = r.get("runtime", {})
+        rate = r.get("images_per_s", r.get("captions_per_s"))
+        if "error" in r:
+            lines.append(f"{r['what']:<34} failed: {r['error']}")
+        elif isinstance(rate, dict):  # the interleaved A/B row
+            lines.append(
+                f"{r['what']:<34}{rt.get('capability', ''):>8}  " + ", ".join(f"{k} {v}" for k, v in rate.items())
+            )
+        else:
+            lines.append(
+                [
+                    r["what"], rt.get("capability", ""), rt.get("image_precision", "") or "", rate,
+                    r.get("text_query_ms_p50", ""), r.get("min_cosine_to_fp32", ""),
+                    r.get("min_cosine_to_fp32_memory", ""), r["load_s"],
+                ]
+            )  # fmt: skip
+    C.print_table(columns, lines, sep="")
 
 
 def main() -> None:
@@ -218,48 +261,16 @@ def main() -> None:
     p.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help="comma-separated, e.g. embedder:onnx-fp32")
     p.add_argument("--embedders-only", action="store_true", help="skip the captioner rows")
     p.add_argument("--out", type=Path, default=C.RESULTS / "models.json")
-    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.child:
-        _child(args)
-        return
     configs = [c for c in args.configs.split(",") if c and not (args.embedders_only and c.startswith("captioner"))]
     rows = []
-    for cfg in configs:
-        avx2 = cfg.startswith("avx2:")
-        child = cfg.removeprefix("avx2:")
-        cmd = [sys.executable, __file__, "--child", child, "--threads", str(args.threads), "--device", args.device]
-        cmd += ["--batch", str(args.batch), "--repeats", str(args.repeats)]
-        env = {**os.environ, **(AVX2_ENV if avx2 else {})}
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
-        if proc.returncode != 0:
-            print(f"{cfg} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-            rows.append({"what": cfg, "error": proc.stderr.strip().splitlines()[-1:]})
-            continue
-        row = json.loads(proc.stdout.strip().splitlines()[-1])
-        row["date"] = C.now_iso()
-        if avx2:
-            row["what"] = f"{row['what']} (AVX2 env)"
-            if row.get("runtime", {}).get("runtime") == "onnx":
-                row["note"] = "ONNX Runtime ignores the AVX2 variables: it used every instruction of this CPU"
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    head = f"{'configuration':<34}{'cap':>8}{'prec':>6}{'items/s':>9}{'query ms':>10}{'cos':>8}{'cos+mem':>8}"
-    print(f"\n{head}{'load s':>8}")
-    for r in rows:
-        if "error" in r:
-            print(f"{r['what']:<34} failed: {r['error']}")
-            continue
-        rt = r.get("runtime", {})
-        rate = r.get("images_per_s", r.get("captions_per_s"))
-        if isinstance(rate, dict):  # the interleaved A/B row
-            print(f"{r['what']:<34}{rt.get('capability', ''):>8}  " + ", ".join(f"{k} {v}" for k, v in rate.items()))
-            continue
-        print(
-            f"{r['what']:<34}{rt.get('capability', ''):>8}{rt.get('image_precision', '') or '':>6}{rate:>9}"
-            f"{r.get('text_query_ms_p50', ''):>10}{r.get('min_cosine_to_fp32', ''):>8}"
-            f"{r.get('min_cosine_to_fp32_memory', ''):>8}{r['load_s']:>8}"
-        )
+    with tempfile.TemporaryDirectory(prefix="geosearch-models-bench-") as work:
+        for cfg in configs:
+            rows.append(run_config(cfg, args, Path(work)))
+            if "error" not in rows[-1]:
+                print(json.dumps(rows[-1]), flush=True)
+    print()
+    print_rows(rows)
     # Rows not rerun this time (e.g. captioners after --embedders-only) are kept, each with its own date.
     if args.out.is_file():
         done = {r["what"] for r in rows}
@@ -277,4 +288,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    C.child_entry({"config": child})
     main()

@@ -22,14 +22,15 @@ correct when its exact score reaches the 10th best exact score (ties within 1e-6
 Run from the repository root:
 
     python benchmarks/search.py                                  # 10k, 100k, 1M; 100 queries per filter
-    python benchmarks/search.py --sizes 10000 --queries 20       # quick check, < 2 min
+    python benchmarks/search.py --sizes 10000 --queries 20       # quick check
     python benchmarks/search.py --sizes 100000 --store-option hnsw_ef=128
     python benchmarks/search.py --store-option 'vector_datatype="float16"'   # the README's table
 
 Writes benchmarks/results/search.json and updates its keys of benchmarks/results/summary.json.
 Stores and vectors live under $GEOSEARCH_BENCH_CACHE (default /tmp/geosearch-bench); a store is rebuilt
 when its size/options change or with --rebuild. Torch and BLAS run with OMP_NUM_THREADS=1 unless set:
-on a 2-core machine shared with other work, two intra-op threads made one query encoding ~20x slower.
+on a small machine shared with other work, intra-op threads that wait for busy cores make the encoding
+of one short query many times slower than one thread does.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +75,11 @@ def geo_path_for(vec_path: Path) -> Path:
     return vec_path.with_name(vec_path.name.replace("vectors_", "geo_", 1)).with_suffix(".npz")
 
 
+def load_geo(path: str | Path) -> dict[str, NDArray[Any]]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
 def dataset(n: int, base: NDArray[np.float32], model_id: str, seed: int = 0) -> tuple[Path, dict[str, NDArray[Any]]]:
     """Vectors (.npy, float32, unit rows) and geometry for `n` chips, cached by size, model and seed."""
     root = C.cache_dir() / "data"
@@ -80,8 +88,7 @@ def dataset(n: int, base: NDArray[np.float32], model_id: str, seed: int = 0) -> 
     vec_path = root / f"vectors_{tag}.npy"
     geo_path = geo_path_for(vec_path)
     if vec_path.exists() and geo_path.exists():
-        with np.load(geo_path) as z:
-            return vec_path, {k: z[k] for k in z.files}
+        return vec_path, load_geo(geo_path)
     rng = np.random.default_rng(seed)
     out = np.lib.format.open_memmap(
         vec_path.with_suffix(".tmp.npy"), mode="w+", dtype=np.float32, shape=(n, base.shape[1])
@@ -101,7 +108,7 @@ def dataset(n: int, base: NDArray[np.float32], model_id: str, seed: int = 0) -> 
         "lat": rng.uniform(s, nn, n),
         "half": rng.uniform(*HALF_RANGE, n),
     }
-    np.savez(geo_path, **geo)
+    np.savez(geo_path, lon=geo["lon"], lat=geo["lat"], half=geo["half"])
     return vec_path, geo
 
 
@@ -115,7 +122,6 @@ def point_index(pid: str) -> int:
 
 def chip_points(vectors: NDArray[np.float32], geo: dict[str, NDArray[Any]], start: int, model_id: str) -> list[Any]:
     from geosearch.schemas.chips import ChipPayload, GeoPoint, Window
-
     from geosearch.store import ChipPoint
 
     points = []
@@ -142,6 +148,23 @@ def chip_points(vectors: NDArray[np.float32], geo: dict[str, NDArray[Any]], star
     return points
 
 
+def upsert_chips(
+    store: Any, vectors: NDArray[np.float32], geo: dict[str, NDArray[Any]], model_id: str, *, progress: bool = False
+) -> float:
+    """Every chip through the store interface in batches of BATCH; returns the seconds spent in `upsert`."""
+    n = len(vectors)
+    spent = 0.0
+    for start in range(0, n, BATCH):
+        batch = np.ascontiguousarray(vectors[start : start + BATCH])
+        points = chip_points(batch, geo, start, model_id)
+        t = time.perf_counter()
+        store.upsert(points)
+        spent += time.perf_counter() - t
+        if progress and (start // BATCH) % 50 == 0:
+            print(f"  upserted {start + len(batch):,}/{n:,}", file=sys.stderr, flush=True)
+    return spent
+
+
 def random_box(rng: np.random.Generator, fraction: float) -> tuple[float, float, float, float]:
     w, s, e, n = REGION
     if fraction >= 1.0:
@@ -149,6 +172,11 @@ def random_box(rng: np.random.Generator, fraction: float) -> tuple[float, float,
     bw, bh = (e - w) * np.sqrt(fraction), (n - s) * np.sqrt(fraction)
     x0, y0 = rng.uniform(w, e - bw), rng.uniform(s, n - bh)
     return (round(x0, 6), round(y0, 6), round(x0 + bw, 6), round(y0 + bh, 6))
+
+
+def bbox_of(item: dict[str, Any]) -> tuple[float, float, float, float] | None:
+    """A planned query's box as the store takes it (JSON turned the tuple into a list)."""
+    return tuple(item["bbox"]) if item["bbox"] is not None else None  # type: ignore[return-value]
 
 
 def box_mask(geo: dict[str, NDArray[Any]], bbox: tuple[float, float, float, float] | None) -> NDArray[np.bool_]:
@@ -182,26 +210,27 @@ def recall(got: list[int], want_scores: NDArray[np.float32], x: NDArray[np.float
 
 
 # ---- children -----------------------------------------------------------------------------------
+def timed_searches(queries: Sequence[Any], search: Callable[[Any], Sequence[Any]]) -> list[dict[str, Any]]:
+    """One row per query: the seconds `search(query)` took and the chip indices it returned, in order."""
+    rows = []
+    for query in queries:
+        t = time.perf_counter()
+        hits = search(query)
+        rows.append({"s": time.perf_counter() - t, "ids": [point_index(h.id) for h in hits]})
+    return rows
+
+
 def child_build(spec: dict[str, Any]) -> dict[str, Any]:
     from geosearch.store import open_store
 
     vectors = np.load(spec["vectors"], mmap_mode="r")
-    with np.load(spec["geo"]) as z:
-        geo = {k: z[k] for k in z.files}
+    geo = load_geo(spec["geo"])
     n = len(vectors)
     store_dir = Path(spec["store"])
     shutil.rmtree(store_dir, ignore_errors=True)
     t0 = time.perf_counter()
     store = open_store(store_dir, model_id=spec["model_id"], dim=int(vectors.shape[1]), **spec["options"])
-    upsert = 0.0
-    for start in range(0, n, BATCH):
-        batch = np.ascontiguousarray(vectors[start : start + BATCH])
-        points = chip_points(batch, geo, start, spec["model_id"])
-        t = time.perf_counter()
-        store.upsert(points)
-        upsert += time.perf_counter() - t
-        if spec.get("progress") and (start // BATCH) % 50 == 0:
-            print(f"  upserted {start + len(batch):,}/{n:,}", file=sys.stderr, flush=True)
+    upsert = upsert_chips(store, vectors, geo, spec["model_id"], progress=bool(spec.get("progress")))
     loop = time.perf_counter() - t0
     t = time.perf_counter()
     store.finish_ingest()
@@ -219,100 +248,117 @@ def child_build(spec: dict[str, Any]) -> dict[str, Any]:
         "index_build_s": round(index_s, 2),
         "unindexed_after": unindexed,
         "close_s": round(close_s, 2),
-        "build_peak_rss_mb": round(C.peak_rss_bytes() / 2**20, 1),
-        "disk_mb": round(C.dir_size(store_dir) / 2**20, 1),
+        "build_peak_rss_mb": C.mb(C.peak_rss_bytes()),
+        "disk_mb": C.mb(C.dir_size(store_dir)),
     }
 
 
 def child_serve(spec: dict[str, Any]) -> None:
     """Open the store, time searches in-process, write them out, then serve HTTP until SIGTERM."""
-    from geosearch.store import open_store
+    from geosearch import load_embedder
 
     queries = json.loads(Path(spec["queries"]).read_text())
     qvec = np.load(spec["query_vectors"])
-    embedder = None
-    if spec["engine"]:
-        from geosearch import load_embedder
-
-        embedder = load_embedder()
-    status0 = C.proc_status()
-    t = time.perf_counter()
-    store = open_store(
-        spec["store"], model_id=spec["model_id"], dim=int(qvec.shape[1]), create=False, **spec["options"]
-    )
-    open_s = time.perf_counter() - t
-    t = time.perf_counter()
-    store.warm()  # as `geosearch serve` does
-    warm_s = time.perf_counter() - t
-    status1 = C.proc_status()
-    out: dict[str, Any] = {
-        "open_s": round(open_s, 3),
-        "warm_s": round(warm_s, 3),
-        "status_before_open": status0,
-        "status_after_open": status1,
-    }
-
-    def bbox_of(item: dict[str, Any]) -> tuple[float, float, float, float] | None:
-        return tuple(item["bbox"]) if item["bbox"] is not None else None  # type: ignore[return-value]
-
-    # warm-up (not timed): first-touch costs are reported by open_s and the RSS numbers instead
-    for item in queries["warmup"]:
-        store.search(qvec[item["vec"]], limit=10, bbox=bbox_of(item))
-    # Two passes over the same vectors: the first pays first-touch costs after open, the second is warm.
-    for key in ("store_first_pass", "store"):
-        rows = []
-        for item in queries["store"]:
-            t = time.perf_counter()
-            hits = store.search(qvec[item["vec"]], limit=10, bbox=bbox_of(item))
-            rows.append({"s": time.perf_counter() - t, "ids": [point_index(h.id) for h in hits]})
-        out[key] = rows
-    if embedder is not None:
-        from geosearch.schemas import SearchQuery
-
-        from geosearch.engine import Engine
-
-        engine = Engine(embedder, store)
-        engine.search(SearchQuery(q="warm-up query text", limit=10))
-        inproc = []
-        for item in queries["inproc"]:
-            query = SearchQuery(q=item["text"], bbox=bbox_of(item), limit=10)
-            t = time.perf_counter()
-            hits = engine.search(query)
-            inproc.append({"s": time.perf_counter() - t, "ids": [point_index(h.id) for h in hits]})
-        out["inproc"] = inproc
-        t = time.perf_counter()
-        for _ in range(20):
-            embedder.encode_texts(["storage tanks near a harbour"])
-        out["text_encode_ms"] = round((time.perf_counter() - t) / 20 * 1e3, 2)
-    out["status_after_queries"] = C.proc_status()
+    embedder = load_embedder()
+    store, out = open_warm_store(spec, dim=int(qvec.shape[1]))
+    out.update(store_passes(store, qvec, queries))
+    out.update(engine_pass(embedder, store, queries["inproc"]))
     Path(spec["result"]).write_text(json.dumps(out))
-    if not spec.get("port"):
-        store.close()
-        return
+
     import uvicorn
 
     from geosearch.api import create_app
     from geosearch.engine import Engine
 
-    assert embedder is not None
-    engine = Engine(embedder, store)
+    engine = Engine(embedder, store)  # a fresh engine, text cache empty, as `geosearch serve` starts
     try:
         uvicorn.run(create_app(engine), host="127.0.0.1", port=int(spec["port"]), log_level="warning")
     finally:
         engine.close()
 
 
-def run_child(kind: str, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    work = Path(spec["work"])
-    spec_path = work / f"{kind}-spec.json"
-    result = work / f"{kind}-result.json"
-    spec = {**spec, "result": str(result)}
-    spec_path.write_text(json.dumps(spec))
-    result.unlink(missing_ok=True)
-    subprocess.run([sys.executable, __file__, "--child", kind, str(spec_path)], check=True, timeout=timeout)
-    return json.loads(result.read_text())  # type: ignore[no-any-return]
+def open_warm_store(spec: dict[str, Any], dim: int) -> tuple[Any, dict[str, Any]]:
+    """Open the built store and warm it as `geosearch serve` does; both timed, /proc status around them."""
+    from geosearch.store import open_store
+
+    status0 = C.proc_status()
+    t = time.perf_counter()
+    store = open_store(spec["store"], model_id=spec["model_id"], dim=dim, create=False, **spec["options"])
+    open_s = time.perf_counter() - t
+    t = time.perf_counter()
+    store.warm()
+    warm_s = time.perf_counter() - t
+    return store, {
+        "open_s": round(open_s, 3),
+        "warm_s": round(warm_s, 3),
+        "status_before_open": status0,
+        "status_after_open": C.proc_status(),
+    }
 
 
+def store_passes(store: Any, qvec: NDArray[np.float32], queries: dict[str, Any]) -> dict[str, Any]:
+    """Store-only searches: an untimed warm-up, then two timed passes over the same vectors (the first
+    pays first-touch costs after open, the second is warm)."""
+
+    def search(item: dict[str, Any]) -> Any:
+        return store.search(qvec[item["vec"]], limit=10, bbox=bbox_of(item))
+
+    # first-touch costs are reported by open_s and the RSS figures instead
+    for item in queries["warmup"]:
+        search(item)
+    return {key: timed_searches(queries["store"], search) for key in ("store_first_pass", "store")}
+
+
+def engine_pass(embedder: Any, store: Any, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """`Engine.search` in-process, text encoding included, and the encoding of one query alone."""
+    from geosearch.engine import Engine
+    from geosearch.schemas import SearchQuery
+
+    engine = Engine(embedder, store)
+    engine.search(SearchQuery(q="warm-up query text", limit=10))
+    queries = [SearchQuery(q=item["text"], bbox=bbox_of(item), limit=10) for item in items]
+    inproc = timed_searches(queries, engine.search)
+    encode = C.time_runs(lambda: embedder.encode_texts(["storage tanks near a harbour"]), 20)
+    return {"inproc": inproc, "text_encode_ms": round(statistics.fmean(encode) * 1e3, 2)}
+
+
+def child_qdrant_client(spec: dict[str, Any]) -> dict[str, Any]:
+    """qdrant-client local mode: build (in memory, or at a path and reopened), then store-only searches."""
+    from geosearch.store import open_store
+
+    vectors = np.load(spec["vectors"], mmap_mode="r")
+    geo = load_geo(spec["geo"])
+    queries = json.loads(Path(spec["queries"]).read_text())
+    qvec = np.load(spec["query_vectors"])
+    location = spec["location"]
+    if location != ":memory:":
+        shutil.rmtree(location, ignore_errors=True)
+    status0 = C.proc_status()
+    store = open_store(location, model_id=spec["model_id"], dim=int(vectors.shape[1]), backend="qdrant")
+    t = time.perf_counter()
+    upsert_chips(store, vectors, geo, spec["model_id"])
+    upsert = time.perf_counter() - t
+    open_s = None
+    if location != ":memory:":
+        store.close()
+        t = time.perf_counter()
+        store = open_store(location, model_id=spec["model_id"], dim=int(vectors.shape[1]), backend="qdrant")
+        open_s = round(time.perf_counter() - t, 3)
+    rows = timed_searches(queries, lambda item: store.search(qvec[item["vec"]], limit=10, bbox=bbox_of(item)))
+    status = C.proc_status()
+    store.close()
+    return {
+        "location": location,
+        "upsert_s": round(upsert, 2),
+        "upsert_points_per_s": round(len(vectors) / upsert, 1),
+        "open_s": open_s,
+        "disk_mb": C.mb(C.dir_size(Path(location))) if location != ":memory:" else None,
+        "rss_mb": C.mb(status.get("VmRSS", 0) - status0.get("VmRSS", 0)),
+        "rows": rows,
+    }
+
+
+# ---- the HTTP client side -----------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -325,53 +371,17 @@ def serve_and_query(
     """Start the serving child, wait for its in-process results and the port, then query over HTTP."""
     import httpx
 
-    work = Path(spec["work"])
-    spec_path = work / "serve-spec.json"
-    result = work / "serve-result.json"
-    result.unlink(missing_ok=True)
     port = free_port()
-    spec = {**spec, "result": str(result), "port": port}
-    spec_path.write_text(json.dumps(spec))
-    proc = subprocess.Popen([sys.executable, __file__, "--child", "serve", str(spec_path)])
-    base = f"http://127.0.0.1:{port}"
+    cmd, result = C.child_command(__file__, "serve", {**spec, "port": port}, Path(spec["work"]))
+    proc = subprocess.Popen(cmd)
     try:
-        deadline = time.monotonic() + 1800
-        client = httpx.Client(base_url=base, timeout=60.0)
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"serving child exited with {proc.returncode}")
-            if result.exists():
-                try:
-                    if client.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("server did not come up")
-            time.sleep(0.2)
-        inproc = json.loads(result.read_text())
-        client.get("/search", params={"q": "warm-up over http", "limit": 10}).raise_for_status()
-        # The HTTP floor: a round trip through uvicorn + Litestar that does no real work (the
-        # benchmark store has no scene records; /health would count every chip).
-        floor = []
-        for _ in range(50):
-            t = time.perf_counter()
-            client.get("/scenes").raise_for_status()
-            floor.append(time.perf_counter() - t)
-        inproc["http_floor_ms"] = round(statistics.median(floor) * 1000, 2)
-        http = []
-        for item in items:
-            params: dict[str, Any] = {"q": item["text"], "limit": 10}
-            if item["bbox"] is not None:
-                params["bbox"] = ",".join(f"{v:.6f}" for v in item["bbox"])
-            t = time.perf_counter()
-            r = client.get("/search", params=params)
-            dt = time.perf_counter() - t
-            r.raise_for_status()
-            ids = [point_index(f["id"]) for f in r.json()["features"]]
-            http.append({"s": dt, "ids": ids})
-        status = C.proc_status(proc.pid)
-        client.close()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60.0) as client:
+            wait_until_serving(proc, client, result)
+            inproc = json.loads(result.read_text())
+            client.get("/search", params={"q": "warm-up over http", "limit": 10}).raise_for_status()
+            inproc["http_floor_ms"] = http_floor_ms(client)
+            http = [http_search(client, item) for item in items]
+            status = C.proc_status(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -382,11 +392,44 @@ def serve_and_query(
     return inproc, http, status
 
 
+def wait_until_serving(proc: subprocess.Popen[bytes], client: Any, result: Path, timeout: float = 1800) -> None:
+    """Until the child has written its in-process results and answers /health."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"serving child exited with {proc.returncode}")
+        if result.exists():
+            try:
+                if client.get("/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("server did not come up")
+        time.sleep(0.2)
+
+
+def http_floor_ms(client: Any) -> float:
+    """Median round trip through uvicorn + Litestar that does no real work (the benchmark store has no
+    scene records, so /scenes is empty; /health would count every chip)."""
+    floor = C.time_runs(lambda: client.get("/scenes").raise_for_status(), 50)
+    return round(statistics.median(floor) * 1000, 2)
+
+
+def http_search(client: Any, item: dict[str, Any]) -> dict[str, Any]:
+    params: dict[str, Any] = {"q": item["text"], "limit": 10}
+    if item["bbox"] is not None:
+        params["bbox"] = ",".join(f"{v:.6f}" for v in item["bbox"])
+    t = time.perf_counter()
+    r = client.get("/search", params=params)
+    dt = time.perf_counter() - t
+    r.raise_for_status()
+    return {"s": dt, "ids": [point_index(f["id"]) for f in r.json()["features"]]}
+
+
 # ---- driver -------------------------------------------------------------------------------------
-def mb(value: int | None) -> float | None:
-    return None if value is None else round(value / 2**20, 1)
-
-
 SEARCH_TIME_OPTIONS = ("hnsw_ef", "acorn", "exact_threshold", "exact_count_limit", "oversampling")
 """Store options that only steer queries: changing them reuses a built store."""
 
@@ -422,7 +465,6 @@ def ensure_store(
     else:
         print(f"building edge store ({n:,} points) ...", flush=True)
         spec = {
-            "work": str(work),
             "vectors": str(vec_path),
             "geo": str(geo_path_for(vec_path)),
             "store": str(store_dir),
@@ -430,29 +472,40 @@ def ensure_store(
             "options": options,
             "progress": n >= 100_000,
         }
-        build = run_child("build", spec, timeout=4 * 3600)
+        build = C.run_child(__file__, "build", spec, work, timeout=4 * 3600)
         key_path.write_text(json.dumps({"key": build_key, "build": build}))
         print(f"built: {build}", flush=True)
     return vec_path, geo, work, store_dir, build
 
 
-def bench_size(
-    n: int,
-    args: argparse.Namespace,
-    base: NDArray[np.float32],
-    texts: list[str],
-    text_vectors: NDArray[np.float32],
-    model_id: str,
-    options: dict[str, Any],
-) -> dict[str, Any]:
-    print(f"\n== {n:,} chips ==", flush=True)
-    vec_path, geo, work, store_dir, build = ensure_store(n, args, base, model_id, options)
-    geo_path = geo_path_for(vec_path)
-    x = np.load(vec_path)  # in RAM for numpy brute force (this process only; the store child is separate)
+@dataclass
+class Case:
+    """One size's data, queries and exact answers, shared by every mode that is scored against them."""
 
-    # Query plan: every request gets its own text (no text-cache hits); boxes are shared by modes.
+    n: int
+    work: Path
+    vec_path: Path
+    geo: dict[str, NDArray[Any]]
+    x: NDArray[np.float32]
+    """The vectors in RAM for numpy brute force (this process only; the store children are separate)."""
+    text_vectors: NDArray[np.float32]
+    plan: dict[str, list[dict[str, Any]]]
+    model_id: str
+    truth: dict[int, tuple[NDArray[np.int64], NDArray[np.float32]]] = field(default_factory=dict)
+
+    @property
+    def query_vectors(self) -> Path:
+        return self.work / "query-vectors.npy"
+
+    @property
+    def queries(self) -> Path:
+        return self.work / "queries.json"
+
+
+def query_plan(n: int, nq: int, texts: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """`nq` queries per filter and mode. Every request gets its own text (no text-cache hits); the
+    store-only pass reuses the in-process queries, so boxes are shared by modes; one warm-up per filter."""
     rng = np.random.default_rng(1000 + n)
-    nq = args.queries
     plan: dict[str, list[dict[str, Any]]] = {"store": [], "inproc": [], "http": [], "warmup": []}
     cursor = 0
     for name, frac in FILTERS:
@@ -469,225 +522,181 @@ def bench_size(
                 "vec": len(texts) - 1 - len(plan["warmup"]),
             }
         )
-    qv_path = work / "query-vectors.npy"
-    np.save(qv_path, text_vectors)
-    queries_path = work / "queries.json"
-    queries_path.write_text(json.dumps(plan))
+    return plan
 
-    # ground truth + numpy latency
-    truth: dict[int, tuple[NDArray[np.int64], NDArray[np.float32]]] = {}
+
+def ground_truth(case: Case) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
+    """Fill `case.truth` with numpy brute force; its latency and the match count per filter."""
     numpy_lat: dict[str, list[float]] = {}
     matches: dict[str, list[int]] = {}
-    for item in plan["inproc"] + plan["http"]:
-        q = text_vectors[item["vec"]]
+    for item in case.plan["inproc"] + case.plan["http"]:
+        q = case.text_vectors[item["vec"]]
         t = time.perf_counter()
-        mask = box_mask(geo, item["bbox"])
-        truth[item["vec"]] = exact_topk(x, q, mask)
+        mask = box_mask(case.geo, item["bbox"])
+        case.truth[item["vec"]] = exact_topk(case.x, q, mask)
         numpy_lat.setdefault(item["filter"], []).append(time.perf_counter() - t)
         matches.setdefault(item["filter"], []).append(int(mask.sum()))
+    return numpy_lat, matches
 
+
+def score(
+    case: Case, rows: list[dict[str, Any]], items: list[dict[str, Any]], *, recall_min: bool = True
+) -> dict[str, dict[str, Any]]:
+    """Per filter: latency summary of `rows` and recall@10 of their ids against the exact answers."""
+    per: dict[str, dict[str, list[float]]] = {}
+    for row, item in zip(rows, items, strict=True):
+        d = per.setdefault(item["filter"], {"s": [], "recall": []})
+        d["s"].append(row["s"])
+        d["recall"].append(recall(row["ids"], case.truth[item["vec"]][1], case.x, case.text_vectors[item["vec"]]))
+    out: dict[str, dict[str, Any]] = {}
+    for f, d in per.items():
+        out[f] = {**C.latency_summary(d["s"]), "recall_mean": round(float(np.mean(d["recall"])), 4)}
+        if recall_min:
+            out[f]["recall_min"] = round(float(np.min(d["recall"])), 2)
+    return out
+
+
+def rss_report(before: dict[str, int], after_open: dict[str, int], after_q: dict[str, int]) -> dict[str, Any]:
+    """The server's memory, and the store's share of it: what the process gained from opening it on."""
+    return {
+        "server_rss_mb": C.mb(after_q.get("VmRSS")),
+        "server_peak_rss_mb": C.mb(after_q.get("VmHWM")),
+        "server_rss_anon_mb": C.mb(after_q.get("RssAnon")),
+        "server_rss_file_mb": C.mb(after_q.get("RssFile")),
+        "embedder_rss_mb": C.mb(before.get("VmRSS")),
+        "store_rss_after_open_mb": C.mb(after_open.get("VmRSS", 0) - before.get("VmRSS", 0)),
+        "store_rss_mb": C.mb(after_q.get("VmRSS", 0) - before.get("VmRSS", 0)),
+        "store_rss_anon_mb": C.mb(after_q.get("RssAnon", 0) - before.get("RssAnon", 0)),
+        "store_pss_mb": C.mb(after_q.get("Pss", 0) - before.get("Pss", 0)),
+    }
+
+
+def bench_size(
+    n: int,
+    args: argparse.Namespace,
+    base: NDArray[np.float32],
+    texts: list[str],
+    text_vectors: NDArray[np.float32],
+    model_id: str,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    print(f"\n== {n:,} chips ==", flush=True)
+    vec_path, geo, work, store_dir, build = ensure_store(n, args, base, model_id, options)
+    x = np.load(vec_path)
+    case = Case(n, work, vec_path, geo, x, text_vectors, query_plan(n, args.queries, texts), model_id)
+    np.save(case.query_vectors, text_vectors)
+    case.queries.write_text(json.dumps(case.plan))
+    numpy_lat, matches = ground_truth(case)
     serve_spec = {
         "work": str(work),
         "store": str(store_dir),
         "model_id": model_id,
         "options": options,
-        "queries": str(queries_path),
-        "query_vectors": str(qv_path),
-        "engine": True,
+        "queries": str(case.queries),
+        "query_vectors": str(case.query_vectors),
     }
-    inproc, http, server_status = serve_and_query(serve_spec, plan["http"])
-
-    def score(mode: str, rows: list[dict[str, Any]], items: list[dict[str, Any]]) -> dict[str, Any]:
-        per: dict[str, dict[str, list[float]]] = {}
-        for row, item in zip(rows, items, strict=True):
-            q = text_vectors[item["vec"]]
-            r = recall(row["ids"], truth[item["vec"]][1], x, q) if item["vec"] in truth else None
-            if r is None:
-                want = exact_topk(x, q, box_mask(geo, item["bbox"]))
-                r = recall(row["ids"], want[1], x, q)
-            d = per.setdefault(item["filter"], {"s": [], "recall": []})
-            d["s"].append(row["s"])
-            d["recall"].append(r)
-        return {
-            f: {
-                **C.latency_summary(d["s"]),
-                "recall_mean": round(float(np.mean(d["recall"])), 4),
-                "recall_min": round(float(np.min(d["recall"])), 2),
-            }
-            for f, d in per.items()
-        }
-
+    inproc, http, server_status = serve_and_query(serve_spec, case.plan["http"])
     result: dict[str, Any] = {
         "points": n,
         "build": build,
         "open_s": inproc["open_s"],
         "warm_s": inproc["warm_s"],
-        "disk_mb": mb(C.dir_size(store_dir)),
+        "disk_mb": C.mb(C.dir_size(store_dir)),
         "selectivity": {f: round(float(np.mean(v)) / n, 5) for f, v in matches.items()},
         "matches_mean": {f: round(float(np.mean(v)), 1) for f, v in matches.items()},
-        "text_encode_ms": inproc.get("text_encode_ms"),
-        "http_floor_ms": inproc.get("http_floor_ms"),
-        "inproc": score("inproc", inproc["inproc"], plan["inproc"]),
-        "store_only": score("store", inproc["store"], plan["store"]),
-        "store_only_first_pass": score("store", inproc["store_first_pass"], plan["store"]),
-        "http": score("http", http, plan["http"]),
+        "text_encode_ms": inproc["text_encode_ms"],
+        "http_floor_ms": inproc["http_floor_ms"],
+        "inproc": score(case, inproc["inproc"], case.plan["inproc"]),
+        "store_only": score(case, inproc["store"], case.plan["store"]),
+        "store_only_first_pass": score(case, inproc["store_first_pass"], case.plan["store"]),
+        "http": score(case, http, case.plan["http"]),
         "http_all": C.latency_summary([r["s"] for r in http]),
         "inproc_all": C.latency_summary([r["s"] for r in inproc["inproc"]]),
         "numpy": {f: C.latency_summary(v) for f, v in numpy_lat.items()},
-    }
-    before, after_open, after_q = inproc["status_before_open"], inproc["status_after_open"], server_status
-    result["rss"] = {
-        "server_rss_mb": mb(after_q.get("VmRSS")),
-        "server_peak_rss_mb": mb(after_q.get("VmHWM")),
-        "server_rss_anon_mb": mb(after_q.get("RssAnon")),
-        "server_rss_file_mb": mb(after_q.get("RssFile")),
-        "embedder_rss_mb": mb(before.get("VmRSS")),
-        "store_rss_after_open_mb": mb(after_open.get("VmRSS", 0) - before.get("VmRSS", 0)),
-        "store_rss_mb": mb(after_q.get("VmRSS", 0) - before.get("VmRSS", 0)),
-        "store_rss_anon_mb": mb(after_q.get("RssAnon", 0) - before.get("RssAnon", 0)),
-        "store_pss_mb": mb(after_q.get("Pss", 0) - before.get("Pss", 0)),
+        "rss": rss_report(inproc["status_before_open"], inproc["status_after_open"], server_status),
     }
     if n <= args.qdrant_client_max:
-        result["qdrant_client_local"] = qdrant_client_local(
-            args, work, vec_path, geo_path, model_id, plan, truth, x, text_vectors, qv_path
-        )
+        result["qdrant_client_local"] = qdrant_client_local(args, case)
     return result
 
 
-def child_qdrant_client(spec: dict[str, Any]) -> dict[str, Any]:
-    """qdrant-client local mode: build (in memory, or at a path and reopened), then store-only searches."""
-    from geosearch.store import open_store
-
-    vectors = np.load(spec["vectors"], mmap_mode="r")
-    with np.load(spec["geo"]) as z:
-        geo = {k: z[k] for k in z.files}
-    queries = json.loads(Path(spec["queries"]).read_text())
-    qvec = np.load(spec["query_vectors"])
-    location = spec["location"]
-    if location != ":memory:":
-        shutil.rmtree(location, ignore_errors=True)
-    status0 = C.proc_status()
-    store = open_store(location, model_id=spec["model_id"], dim=int(vectors.shape[1]), backend="qdrant")
-    t = time.perf_counter()
-    for start in range(0, len(vectors), BATCH):
-        store.upsert(chip_points(np.ascontiguousarray(vectors[start : start + BATCH]), geo, start, spec["model_id"]))
-    upsert = time.perf_counter() - t
-    open_s = None
-    if location != ":memory:":
-        store.close()
-        t = time.perf_counter()
-        store = open_store(location, model_id=spec["model_id"], dim=int(vectors.shape[1]), backend="qdrant")
-        open_s = round(time.perf_counter() - t, 3)
-    rows = []
-    for item in queries:
-        bbox = tuple(item["bbox"]) if item["bbox"] is not None else None
-        t = time.perf_counter()
-        hits = store.search(qvec[item["vec"]], limit=10, bbox=bbox)  # type: ignore[arg-type]
-        rows.append({"s": time.perf_counter() - t, "ids": [point_index(h.id) for h in hits]})
-    status = C.proc_status()
-    store.close()
-    return {
-        "location": location,
-        "upsert_s": round(upsert, 2),
-        "upsert_points_per_s": round(len(vectors) / upsert, 1),
-        "open_s": open_s,
-        "disk_mb": mb(C.dir_size(Path(location))) if location != ":memory:" else None,
-        "rss_mb": mb(status.get("VmRSS", 0) - status0.get("VmRSS", 0)),
-        "rows": rows,
-    }
-
-
-def qdrant_client_local(
-    args: argparse.Namespace,
-    work: Path,
-    vec_path: Path,
-    geo_path: Path,
-    model_id: str,
-    plan: dict[str, list[dict[str, Any]]],
-    truth: dict[int, tuple[NDArray[np.int64], NDArray[np.float32]]],
-    x: NDArray[np.float32],
-    text_vectors: NDArray[np.float32],
-    qv_path: Path,
-) -> dict[str, Any]:
+def qdrant_client_local(args: argparse.Namespace, case: Case) -> dict[str, Any]:
     """The same points in qdrant-client local mode (filters evaluated in Python): store-only latency."""
-    location = str(work / "qdrant-local") if args.qdrant_client_path else ":memory:"
+    location = str(case.work / "qdrant-local") if args.qdrant_client_path else ":memory:"
     print(f"qdrant-client local mode ({location}) ...", flush=True)
     per_filter = max(1, min(args.queries, args.qdrant_client_queries))
     items: list[dict[str, Any]] = []
     for name, _ in FILTERS:
-        items.extend([it for it in plan["store"] if it["filter"] == name][:per_filter])
-    queries_path = work / "queries-qdrant.json"
+        items.extend([it for it in case.plan["store"] if it["filter"] == name][:per_filter])
+    queries_path = case.work / "queries-qdrant.json"
     queries_path.write_text(json.dumps(items))
     spec = {
-        "work": str(work),
-        "vectors": str(vec_path),
-        "geo": str(geo_path),
+        "vectors": str(case.vec_path),
+        "geo": str(geo_path_for(case.vec_path)),
         "location": location,
-        "model_id": model_id,
+        "model_id": case.model_id,
         "queries": str(queries_path),
-        "query_vectors": str(qv_path),
+        "query_vectors": str(case.query_vectors),
     }
-    res = run_child("qdrant-client", spec, timeout=4 * 3600)
-    per: dict[str, dict[str, list[float]]] = {}
-    for row, item in zip(res.pop("rows"), items, strict=True):
-        d = per.setdefault(item["filter"], {"s": [], "recall": []})
-        d["s"].append(row["s"])
-        d["recall"].append(recall(row["ids"], truth[item["vec"]][1], x, text_vectors[item["vec"]]))
-    res["store_only"] = {
-        f: {**C.latency_summary(d["s"]), "recall_mean": round(float(np.mean(d["recall"])), 4)} for f, d in per.items()
-    }
+    res = C.run_child(__file__, "qdrant-client", spec, case.work, timeout=4 * 3600)
+    res["store_only"] = score(case, res.pop("rows"), items, recall_min=False)
     return res
 
 
 def print_tables(results: dict[str, Any]) -> None:
-    def cell(d: dict[str, Any] | None, key: str = "p50_ms") -> str:
+    def cell(d: dict[str, Any] | None) -> str:
         return "-" if not d else f"{d['p50_ms']:.1f}/{d['p99_ms']:.1f}"
 
+    def recalls(d: dict[str, Any]) -> str:
+        return f"{d['recall_mean']:.4f} ({d['recall_min']:.1f})"
+
     print("\nlatency p50/p99 ms (store: warm pass, store 1st: first pass after open); recall@10 mean (min)")
-    head = (
-        f"{'chips':>9} {'filter':>6} {'match':>9} {'http':>13} {'in-proc':>13} {'store':>13} {'store 1st':>13} "
-        f"{'numpy':>13} "
-        f"{'qc-local':>15} {'recall http':>13} {'recall inproc':>14}"
-    )
-    print(head)
-    print("-" * len(head))
+    latency_columns = [
+        ("chips", ">9,"), ("filter", ">6"), ("match", ">9,.0f"), ("http", ">13"), ("in-proc", ">13"),
+        ("store", ">13"), ("store 1st", ">13"), ("numpy", ">13"), ("qc-local", ">15"),
+        ("recall http", ">13"), ("recall inproc", ">14"),
+    ]  # fmt: skip
+    latency_rows = []
     for size, r in results.items():
         qc = r.get("qdrant_client_local", {}).get("store_only", {})
         for name, _ in FILTERS:
             h, i, s = r["http"][name], r["inproc"][name], r["store_only"][name]
-            first = r.get("store_only_first_pass", {}).get(name)
-            print(
-                f"{int(size):>9,} {name:>6} {r['matches_mean'][name]:>9,.0f} {cell(h):>13} {cell(i):>13} {cell(s):>13} "
-                f"{cell(first):>13} {cell(r['numpy'][name]):>13} {cell(qc.get(name)):>15} "
-                f"{h['recall_mean']:.4f} ({h['recall_min']:.1f}) {i['recall_mean']:.4f} ({i['recall_min']:.1f})"
-            )
+            latency_rows.append(
+                [
+                    int(size), name, r["matches_mean"][name], cell(h), cell(i), cell(s),
+                    cell(r["store_only_first_pass"][name]), cell(r["numpy"][name]), cell(qc.get(name)),
+                    recalls(h), recalls(i),
+                ]
+            )  # fmt: skip
+    C.print_table(latency_columns, latency_rows, rule=True)
+
     print("\nper size: build and resources")
-    head2 = (
-        f"{'chips':>9} {'upsert s':>9} {'pts/s':>8} {'hnsw s':>8} {'open s':>7} {'warm s':>7} {'disk MB':>8} "
-        f"{'store RSS':>10} {'PSS':>7} {'anon':>7} {'server RSS':>11} {'http all p50/p99':>17} {'text ms':>8} "
-        f"{'http floor':>10}"
-    )
-    print(head2)
-    print("-" * len(head2))
+    resource_columns = [
+        ("chips", ">9,"), ("upsert s", ">9.1f"), ("pts/s", ">8.0f"), ("hnsw s", ">8.1f"), ("open s", ">7.2f"),
+        ("warm s", ">7.2f"), ("disk MB", ">8.0f"), ("store RSS", ">10.0f"), ("PSS", ">7.0f"), ("anon", ">7.0f"),
+        ("server RSS", ">11.0f"), ("http all p50/p99", ">17"), ("text ms", ">8.1f"), ("http floor", ">10.1f"),
+    ]  # fmt: skip
+    resource_rows: list[list[Any] | str] = []
     for size, r in results.items():
         b, m = r["build"], r["rss"]
-        print(
-            f"{int(size):>9,} {b['upsert_s']:>9.1f} {b['upsert_points_per_s'] or 0:>8.0f} {b['index_build_s']:>8.1f} "
-            f"{r['open_s']:>7.2f} {r.get('warm_s') or 0:>7.2f} {r['disk_mb']:>8.0f} {m['store_rss_mb']:>10.0f} "
-            f"{m.get('store_pss_mb') or 0:>7.0f} {m['store_rss_anon_mb']:>7.0f} "
-            f"{m['server_rss_mb']:>11.0f} {cell(r['http_all']):>17} {r['text_encode_ms'] or 0:>8.1f} "
-            f"{r.get('http_floor_ms') or 0:>10.1f}"
-        )
+        resource_rows.append(
+            [
+                int(size), b["upsert_s"], b["upsert_points_per_s"] or 0, b["index_build_s"], r["open_s"],
+                r["warm_s"], r["disk_mb"], m["store_rss_mb"], m["store_pss_mb"], m["store_rss_anon_mb"],
+                m["server_rss_mb"], cell(r["http_all"]), r["text_encode_ms"], r["http_floor_ms"],
+            ]
+        )  # fmt: skip
         qc = r.get("qdrant_client_local")
         if qc:
-            print(
+            resource_rows.append(
                 f"{'':>9} qdrant-client local ({qc['location']}): upsert {qc['upsert_s']:.1f} s "
                 f"({qc['upsert_points_per_s']:.0f} pts/s), reopen {qc['open_s']} s, disk {qc['disk_mb']} MB, "
                 f"RSS {qc['rss_mb']:.0f} MB"
             )
+    C.print_table(resource_columns, resource_rows, rule=True)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated chip counts")
     parser.add_argument("--queries", type=int, default=100, help="queries per filter and mode (max 200)")
@@ -710,30 +719,43 @@ def main(argv: list[str] | None = None) -> int:
         "--qdrant-client-path",
         action="store_true",
         help="qdrant-client local mode at a path (reopen time, disk) instead of :memory: (same search code; "
-        "its sqlite persistence commits each point, ~60 points/s here)",
+        "its sqlite persistence commits each point, so building is slow)",
     )
     parser.add_argument("--build-only", action="store_true", help="only build (or check) the stores, no queries")
     parser.add_argument("--rebuild", action="store_true", help="rebuild stores even if a matching one exists")
+    return parser
+
+
+def query_texts(queries: int) -> list[str]:
+    """Distinct real query texts: one per query of every filter and mode, plus a warm-up per filter
+    (the last ones). Raises ValueError when the captions are too few."""
+    texts = C.ucm_sentences()
+    need = len(FILTERS) * queries * 2 + len(FILTERS)
+    if need > len(texts):
+        raise ValueError(f"--queries {queries} needs {need} distinct query texts; only {len(texts)} available")
+    return texts[: need - len(FILTERS)] + texts[-len(FILTERS) :]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
     from geosearch.config import parse_store_options
 
     options = parse_store_options(args.store_option)
-
-    from geosearch.plugins.cpu import runtime_info
+    try:
+        texts = query_texts(args.queries)
+    except ValueError as e:
+        parser.error(str(e))
 
     from geosearch import load_embedder
+    from geosearch.plugins.cpu import runtime_info
 
     machine = C.machine()
     t0 = time.perf_counter()
     embedder = load_embedder()
     machine["embedder_runtime"] = runtime_info(embedder)  # how the query vectors were encoded
     base = C.base_vectors(embedder)
-    texts = C.ucm_sentences()
-    need = len(FILTERS) * args.queries * 2 + len(FILTERS)
-    if need > len(texts):
-        parser.error(f"--queries {args.queries} needs {need} distinct query texts; only {len(texts)} available")
-    texts = texts[: need - len(FILTERS)] + texts[-len(FILTERS) :]
     text_vectors = embedder.encode_texts(texts)
     model_id = embedder.model_id
     del embedder
@@ -749,20 +771,25 @@ def main(argv: list[str] | None = None) -> int:
         C.write_json(args.out, _report(results, machine, args, options, model_id, len(base)))
     print_tables(results)
     print(f"\nwrote {args.out}")
+    keys = summary_keys(results, options)
+    print(f"updated {C.update_summary(keys, args.summary)}: {keys}")
+    return 0
 
+
+def summary_keys(results: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """This benchmark's keys of summary.json: the worst mean recall, and the 1M headline figures."""
     keys: dict[str, Any] = {
         "search_store_options": options,
         "recall_at_10_min": min(
             r[mode][f]["recall_mean"] for r in results.values() for mode in ("http", "inproc") for f, _ in FILTERS
-        )
+        ),
     }
     if "1000000" in results:
         keys["search_http_p50_ms_1m"] = results["1000000"]["http_all"]["p50_ms"]
         keys["search_http_p99_ms_1m"] = results["1000000"]["http_all"]["p99_ms"]
         keys["search_store_rss_mb_1m"] = results["1000000"]["rss"]["store_rss_mb"]
         keys["search_store_pss_mb_1m"] = results["1000000"]["rss"]["store_pss_mb"]
-    print(f"updated {C.update_summary(keys, args.summary)}: {keys}")
-    return 0
+    return keys
 
 
 def _report(
@@ -787,14 +814,5 @@ def _report(
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--child":
-        kind, spec_file = sys.argv[2], Path(sys.argv[3])
-        child_spec = json.loads(spec_file.read_text())
-        if kind == "build":
-            Path(child_spec["result"]).write_text(json.dumps(child_build(child_spec)))
-        elif kind == "qdrant-client":
-            Path(child_spec["result"]).write_text(json.dumps(child_qdrant_client(child_spec)))
-        else:
-            child_serve(child_spec)
-        sys.exit(0)
+    C.child_entry({"build": child_build, "qdrant-client": child_qdrant_client, "serve": child_serve})
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""``geosearch`` command line: ingest, search, serve, scenes, delete, eval.
+"""``geosearch`` command line: ingest, search, serve, scenes, delete, export, eval.
 
 Errors a user can cause print one line ``geosearch: error: ...`` and exit non-zero; no tracebacks.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from geosearch.config import Settings, parse_store_options
+from geosearch.config import Config, parse_store_options
 from geosearch.errors import GeoSearchError, InvalidInput
 
 EXIT_FAILED = 1
@@ -22,7 +22,10 @@ EXIT_USAGE = 2
 
 
 def _store_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", help="embedded store directory (env GEOSEARCH_STORE); QDRANT_URL selects a server")
+    parser.add_argument(
+        "--store",
+        help="embedded store directory or server url (env GEOSEARCH_STORE, or QDRANT_URL for a server; the flag wins)",
+    )
     parser.add_argument("--model", help="embedder spec (default: the offline geosearch-lite-clip)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     parser.add_argument(
@@ -56,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         "--scales",
         default="1",
         help="chip each scene at these factors of its ground resolution (or --gsd) in one pass, e.g. 1,4 "
-        "(default 1; 1,4 writes ~1.06x the chips)",
+        "(default 1; each coarser scale adds 1/factor² of the chips)",
     )
     ingest.add_argument("--min-valid", type=float, default=0.5, help="skip chips with less valid data")
     ingest.add_argument("--batch-size", type=int, default=32)
@@ -88,12 +91,19 @@ def _parser() -> argparse.ArgumentParser:
     remove.add_argument("scene_id")
     _store_options(remove)
 
-    sub.add_parser("eval", help="score the models on UCM-Captions (see geosearch eval --help)", add_help=False)
+    export = sub.add_parser("export", help="write the caption layer or a search result to .gpkg, .fgb or .parquet")
+    export.add_argument("out", help="output file: .gpkg (GeoPackage), .fgb (FlatGeobuf) or .parquet (GeoParquet)")
+    _store_options(export)
+    export.add_argument("--bbox", help="minx,miny,maxx,maxy (lon/lat): only chips whose footprint touches it")
+    export.add_argument("--q", help="export the chips most similar to this text (with score and relevance)")
+    export.add_argument("--limit", type=int, help="chips to write (with --q: default 100, at most 10000; else all)")
+
+    sub.add_parser("eval", help="score the models on a Karpathy-format dataset (geosearch eval --help)", add_help=False)
     return parser
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    settings = Settings.from_env(
+def _config(args: argparse.Namespace) -> Config:
+    config = Config.from_env(
         store=args.store,
         model=args.model,
         device=args.device,
@@ -101,7 +111,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         captioner=getattr(args, "captioner", None),
         batch_size=getattr(args, "batch_size", None),
     )
-    return replace(settings, store_options=parse_store_options(args.store_option, settings.store_options))
+    return replace(config, store_options=parse_store_options(args.store_option, config.store_options))
 
 
 def _ints(text: str | None, flag: str, what: str) -> tuple[int, ...] | None:
@@ -114,11 +124,11 @@ def _ints(text: str | None, flag: str, what: str) -> tuple[int, ...] | None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see geosearch.pipeline
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see geosearch.ingest.runtime
     from tqdm import tqdm
 
     from geosearch.engine import Engine
-    from geosearch.pipeline import IngestOptions, Ingestor, expand_paths
+    from geosearch.ingest import IngestOptions, Ingestor, SceneStatus, expand_paths
     from geosearch.tilers import TileOptions
 
     if args.batch_size < 1:
@@ -133,7 +143,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     )
     options = IngestOptions(tile=tile, batch_size=args.batch_size, captions=not args.no_captions, force=args.force)
     paths = expand_paths(args.paths)
-    with Engine.open(_settings(args)) as engine:
+    with Engine.open(_config(args)) as engine:
         bar = tqdm(total=0, unit="chip", disable=args.quiet, dynamic_ncols=True, file=sys.stderr)
         scene_count = len(paths)
 
@@ -150,17 +160,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         finally:
             bar.close()
     for scene in report.scenes:
-        if scene.status == "failed":
+        if scene.status == SceneStatus.FAILED:
             print(f"failed   {scene.path}: {scene.error}", file=sys.stderr)
-        elif scene.status == "already":
+        elif scene.status == SceneStatus.ALREADY:
             print(f"already  {scene.path} ({scene.chips} chips; --force to redo)")
         else:
             why = f" skipped (valid < {tile.min_valid})" if scene.skipped else " skipped"
             print(f"ingested {scene.path}: {scene.chips} chips, {scene.skipped}{why}")
     rate = report.chips / report.seconds if report.seconds > 0 else 0.0
     print(
-        f"{report.count('ingested')} scenes ingested, {report.count('already')} already in store, "
-        f"{report.count('failed')} failed; {report.chips} chips written, {report.skipped} skipped "
+        f"{report.count(SceneStatus.INGESTED)} scenes ingested, {report.count(SceneStatus.ALREADY)} already in store, "
+        f"{report.count(SceneStatus.FAILED)} failed; {report.chips} chips written, {report.skipped} skipped "
         f"(mostly nodata); {report.seconds:.1f} s ({rate:.1f} chips/s)"
     )
     return 0 if report.ok else EXIT_FAILED
@@ -180,7 +190,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         datetime=parse_datetime(args.datetime),
         gsd=parse_gsd(args.gsd),
     )
-    with Engine.open(_settings(args), create=False) as engine:
+    with Engine.open(_config(args), create=False) as engine:
         hits = engine.search(query)
     if args.geojson:
         print(msgspec.json.encode(feature_collection(hits)).decode())
@@ -207,10 +217,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if "OMP_NUM_THREADS" not in os.environ:
         import torch
 
-        # The server only encodes short queries. On 2 idle cores two intra-op threads were ~15 % faster
-        # (11.7 vs 13.9 ms), but 3-20x slower whenever the other core was busy; one thread degrades gently.
+        # The server only encodes short queries: a second intra-op thread gains little on idle cores
+        # and stalls whenever the other core is busy; one thread degrades gently.
         torch.set_num_threads(1)
-    engine = Engine.open(_settings(args))  # fail fast, before binding the port
+    engine = Engine.open(_config(args))  # fail fast, before binding the port
     try:
         uvicorn.run(create_app(engine), host=args.host, port=args.port, log_level="info")
     finally:
@@ -221,7 +231,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_scenes(args: argparse.Namespace) -> int:
     from geosearch.engine import Engine
 
-    with Engine.open(_settings(args), create=False) as engine:
+    with Engine.open(_config(args), create=False) as engine:
         scenes = engine.scenes()
     if args.json:
         print(msgspec.json.encode(scenes).decode())
@@ -234,9 +244,22 @@ def cmd_scenes(args: argparse.Namespace) -> int:
 def cmd_delete(args: argparse.Namespace) -> int:
     from geosearch.engine import Engine
 
-    with Engine.open(_settings(args), create=False) as engine:
+    with Engine.open(_config(args), create=False) as engine:
         removed = engine.delete_scene(args.scene_id)
     print(f"deleted scene {args.scene_id} ({removed} chips)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from geosearch.engine import Engine
+    from geosearch.export import ExportQuery, export, export_format
+    from geosearch.query import parse_bbox
+
+    export_format(args.out)  # a bad extension fails before any model loads
+    query = ExportQuery(bbox=parse_bbox(args.bbox), q=args.q, limit=args.limit)
+    with Engine.open(_config(args), create=False) as engine:
+        report = export(engine, args.out, query)
+    print(f"wrote {report.count} chips to {report.path} ({report.format})")
     return 0
 
 
@@ -246,6 +269,7 @@ COMMANDS: dict[str, Any] = {
     "serve": cmd_serve,
     "scenes": cmd_scenes,
     "delete": cmd_delete,
+    "export": cmd_export,
 }
 
 

@@ -1,4 +1,4 @@
-"""Runtime settings, resolved once from CLI options and environment variables."""
+"""Runtime configuration, resolved once from CLI options and environment variables."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from geosearch.errors import InvalidInput
 
 
 @dataclass(frozen=True)
-class Settings:
+class Config:
     """Where the store is and which models to use.
 
-    Environment: ``GEOSEARCH_STORE`` (embedded store dir), ``QDRANT_URL`` / ``QDRANT_API_KEY``
-    (server or cluster; wins over the embedded store), ``GEOSEARCH_MODEL``, ``GEOSEARCH_CAPTIONER``,
+    Precedence: explicit values (command-line flags) > environment > defaults. Environment:
+    ``GEOSEARCH_STORE`` (embedded store dir), ``QDRANT_URL`` / ``QDRANT_API_KEY`` (server or cluster;
+    wins over ``GEOSEARCH_STORE``, loses to an explicit ``store``), ``GEOSEARCH_MODEL``, ``GEOSEARCH_CAPTIONER``,
     ``GEOSEARCH_DEVICE``, ``GEOSEARCH_MODEL_RUNTIME`` (onnx, torch or auto), ``GEOSEARCH_STORE_OPTIONS``
     (a JSON object of `open_store` options, e.g. ``{"vector_datatype": "float16"}``; those that shape a
     collection apply when it is created).
@@ -34,7 +35,7 @@ class Settings:
     store_options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_env(cls, **overrides: object) -> Settings:
+    def from_env(cls, **overrides: object) -> Config:
         env = os.environ
         values: dict[str, object] = {
             "store": env.get("GEOSEARCH_STORE") or None,
@@ -46,7 +47,12 @@ class Settings:
             "model_runtime": env.get("GEOSEARCH_MODEL_RUNTIME") or None,
             "store_options": _json_object(env.get("GEOSEARCH_STORE_OPTIONS") or "{}", "GEOSEARCH_STORE_OPTIONS"),
         }
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "store" in given and "qdrant_url" not in given:
+            # One precedence, flag > environment > default: a store named on the command line beats
+            # the server that QDRANT_URL selects from the environment.
+            values["qdrant_url"] = None
+        values.update(given)
         return cls(**values)  # type: ignore[arg-type]
 
 

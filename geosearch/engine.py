@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from geosearch.config import Settings
+from geosearch.config import Config
 from geosearch.errors import InvalidInput, NotFound
 from geosearch.models import load_captioner, load_embedder
 from geosearch.plugins.base import Captioner, Embedder, Relevance
@@ -64,23 +64,23 @@ class Engine:
         self._text_vector = _TextCache(embedder)
 
     @classmethod
-    def open(cls, settings: Settings, *, create: bool = True) -> Engine:
-        """Load the embedder named in `settings` and open its collection."""
-        options: dict[str, Any] = {"batch_size": settings.batch_size}
-        if settings.device:
-            options["device"] = settings.device
-        runtime = {"runtime": settings.model_runtime} if settings.model_runtime else {}
-        embedder = load_embedder(settings.model, **options, **runtime)
+    def open(cls, config: Config, *, create: bool = True) -> Engine:
+        """Load the embedder named in `config` and open its collection."""
+        options: dict[str, Any] = {"batch_size": config.batch_size}
+        if config.device:
+            options["device"] = config.device
+        runtime = {"runtime": config.model_runtime} if config.model_runtime else {}
+        embedder = load_embedder(config.model, **options, **runtime)
         store = open_store(
-            settings.store,
+            config.store,
             model_id=embedder.model_id,
             dim=embedder.dim,
-            url=settings.qdrant_url,
-            api_key=settings.qdrant_api_key,
+            url=config.qdrant_url,
+            api_key=config.qdrant_api_key,
             create=create,
-            **settings.store_options,
+            **config.store_options,
         )
-        return cls(embedder, store, captioner_spec=settings.captioner, model_options=options)
+        return cls(embedder, store, captioner_spec=config.captioner, model_options=options)
 
     @property
     def captioner(self) -> Captioner:
@@ -118,7 +118,7 @@ class Engine:
                 hit.relevance = share
         return hits
 
-    def captions(self, query: CaptionsQuery) -> tuple[list[Hit], str | None]:
+    def page_chips(self, query: CaptionsQuery) -> tuple[list[Hit], str | None]:
         return self.store.browse(bbox=query.bbox, scene=query.scene, limit=query.limit, offset=query.offset)
 
     # -- chips and scenes -------------------------------------------------------------------

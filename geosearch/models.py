@@ -9,6 +9,7 @@ Specs:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
@@ -53,6 +54,10 @@ def _load(group: str, spec: str, default: str, kind: str, fallback: str | None, 
         )
         raise ModelError(f"no {kind} plugin named {name!r} (installed: {available}).{hint}")
     factory = eps[name].load()  # type: ignore[attr-defined]
+    try:
+        inspect.signature(factory).bind(arg, **options)
+    except TypeError as e:  # an unknown or misspelt option: name it before any weights load
+        raise ModelError(f"{kind} plugin {name!r} does not take these options ({e}); got {sorted(options)}") from e
     return factory(arg, **options)
 
 
@@ -67,7 +72,8 @@ def load_embedder(spec: str | None = None, **options: Any) -> Embedder:
 
 
 def load_captioner(spec: str | None = None, **options: Any) -> Captioner:
-    """Load a captioner; ``spec=None`` gives the offline default. Options: device, batch_size, mode."""
+    """Load a captioner; ``spec=None`` gives the offline default. Options: ``embedder`` (reuse a loaded
+    one), each captioner's own (see its factory) and the embedder loader's (device, batch_size, ...)."""
     model = _load(CAPTIONER_GROUP, spec or "", DEFAULT_CAPTIONER, "captioner", None, **options)
     if not isinstance(model, Captioner):
         raise ModelError(f"plugin for {spec!r} did not return a Captioner")

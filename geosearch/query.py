@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from geosearch.errors import InvalidInput
 
@@ -57,8 +57,8 @@ def _instant(text: str) -> str:
     except ValueError:
         raise InvalidInput(f"not an RFC 3339 date or datetime: {text!r}") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def parse_datetime(value: str | None) -> Interval | None:

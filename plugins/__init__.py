@@ -1,4 +1,4 @@
-"""Pluggable parts: model plugins (embedders, captioners) and the Litestar plugin.
+"""Model plugins: the embedders and captioners the engine loads by spec (and their shared helpers).
 
 A model plugin is a factory registered in the ``geosearch.embedders`` or ``geosearch.captioners``
 entry-point group; its name is the spec prefix it answers to (``open_clip:ViT-B-32/openai``).

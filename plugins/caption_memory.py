@@ -1,11 +1,11 @@
 """Caption memory: image vectors pulled toward the captions of their nearest train images.
 
-With 1,680 train images, a small image head on frozen ImageNet features ranks the images of one
-class nearly at random for a caption; text-text similarity inside the text tower is far sharper.
-So, at indexing time, each image vector v becomes ``normalise(v + weight * c)``, where c is the
-similarity-weighted mean of the caption vectors (mean of each image's five unit caption vectors)
+With a few thousand train images, a small image head on frozen ImageNet features ranks the images
+of one class nearly at random for a caption; text-text similarity inside the text tower is far
+sharper. So, at indexing time, each image vector v becomes ``normalise(v + weight * c)``, where c is
+the similarity-weighted mean of the caption vectors (mean of each image's five unit caption vectors)
 of v's k nearest train images. Queries are untouched, the dimension stays, the store sees one
-ordinary vector per chip; UCM val/test t2i mR rose ~2.5 points (see the lite-clip model card).
+ordinary vector per chip; what it gains on val and test is in the lite-clip model card.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from geosearch.plugins.base import nearest_rows, unit_rows
 from numpy.typing import NDArray
 
 from geosearch.errors import ModelError
+from geosearch.plugins.base import nearest_rows, unit_rows
 
 EXPAND_CHUNK = 1024
 

@@ -1,8 +1,8 @@
 """What this CPU can do fast: the one place that probes it.
 
-bf16 autocast is ~2x faster than fp32 only where the CPU multiplies bf16 natively (AVX512-BF16 or AMX
-tiles, and PyTorch's kernels are allowed to use AVX-512). Elsewhere (AVX2 laptops, AMD Zen 2/3, many
-cloud VMs) PyTorch emulates it and bf16 ran ~10x slower than fp32 (issue 10), so `native_bf16` gates
+bf16 autocast beats fp32 only where the CPU multiplies bf16 natively (AVX512-BF16 or AMX tiles, and
+PyTorch's kernels are allowed to use AVX-512). Elsewhere (AVX2 laptops, AMD Zen 2/3, many cloud VMs)
+PyTorch emulates it and bf16 is many times slower than fp32 (issue 10), so `native_bf16` gates
 every bf16 choice, and `cpu_info` is what health, eval and benchmark records report.
 """
 

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from geosearch.plugins.base import Embedder
 from torch import nn
 
 from geosearch.errors import ModelError
+from geosearch.plugins.base import Embedder
 
 MODEL_NAME = "geosearch-lite-clip"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "lite_clip"
@@ -248,6 +248,27 @@ def model_id(weights_dir: Path = WEIGHTS_DIR, *, memory: bool = True) -> str:
     return f"{MODEL_NAME}-{h.hexdigest()[:10]}" if memory else f"{MODEL_NAME}-nomemory-{h.hexdigest()[:10]}"
 
 
+def _use_onnx(runtime: str, precision: str, *, on_cpu: bool) -> bool:
+    """Whether the towers run in ONNX Runtime; raises ModelError for a combination that cannot run."""
+    from geosearch.plugins import onnx_runtime
+    from geosearch.plugins.open_clip import PRECISIONS, check_runtime
+
+    check_runtime(runtime)
+    if precision not in (*PRECISIONS, "int8"):
+        raise ModelError(f"precision must be one of {', '.join((*PRECISIONS, 'int8'))}, got {precision!r}")
+    if runtime == "onnx" or precision == "int8":
+        if precision == "bf16":
+            raise ModelError("precision='bf16' runs in torch only; use runtime='torch' or precision='fp32'/'int8'")
+        if not on_cpu:
+            raise ModelError("the ONNX runtime (and precision='int8') runs on CPU only; use device='cpu'")
+        if runtime == "torch":
+            raise ModelError("precision='int8' needs runtime='onnx'")
+        if not onnx_runtime.available():
+            raise ModelError("runtime='onnx' needs the onnxruntime and onnx packages (pip install geosearch)")
+        return True
+    return runtime == "auto" and on_cpu and precision != "bf16" and onnx_runtime.available()
+
+
 def load_lite_clip(
     spec: str = "",
     *,
@@ -262,8 +283,8 @@ def load_lite_clip(
 
     ``runtime``: ``'onnx'`` runs both frozen towers in ONNX Runtime (CPU; same vectors as torch fp32
     within the accuracy gate, hence the same model id), ``'torch'`` in PyTorch, ``'auto'`` picks
-    ONNX Runtime on CPU (1.7-2.2x torch fp32 and exact; native torch bf16 was 1.2x faster on an idle
-    core but 3x slower on a busy one and less exact; see benchmarks/models.py) and torch on CUDA or
+    ONNX Runtime on CPU (faster than torch fp32 and as exact; torch bf16, even where native, is less
+    exact and slows down on busy cores; benchmarks/models.py measures all three) and torch on CUDA or
     for ``precision='bf16'``.
     ``precision``: ``'auto'`` = fp32, except bf16 autocast for the torch CNN on a CPU with native
     bf16; ``'fp32'`` / ``'bf16'`` force one (bf16: torch only); ``'int8'`` = the static-int8 ONNX
@@ -273,25 +294,11 @@ def load_lite_clip(
     """
     from geosearch.plugins import onnx_runtime
     from geosearch.plugins.caption_memory import CaptionMemory
-    from geosearch.plugins.open_clip import PRECISIONS, OpenClipEmbedder, check_runtime, resolve_device
+    from geosearch.plugins.open_clip import OpenClipEmbedder, resolve_device
 
     if spec not in ("", None, MODEL_NAME):
         raise ModelError(f"lite-clip takes no argument (got {spec!r})")
-    check_runtime(runtime)
-    if precision not in (*PRECISIONS, "int8"):
-        raise ModelError(f"precision must be one of {', '.join((*PRECISIONS, 'int8'))}, got {precision!r}")
-    on_cpu = resolve_device(device).type == "cpu"
-    if runtime == "onnx" or precision == "int8":
-        if precision == "bf16":
-            raise ModelError("precision='bf16' runs in torch only; use runtime='torch' or precision='fp32'/'int8'")
-        if not on_cpu:
-            raise ModelError("the ONNX runtime (and precision='int8') runs on CPU only; use device='cpu'")
-        if runtime == "torch":
-            raise ModelError("precision='int8' needs runtime='onnx'")
-        if not onnx_runtime.available():
-            raise ModelError("runtime='onnx' needs the onnxruntime and onnx packages (pip install geosearch)")
-    use_onnx = runtime == "onnx" or precision == "int8"
-    use_onnx = use_onnx or (runtime == "auto" and on_cpu and precision != "bf16" and onnx_runtime.available())
+    use_onnx = _use_onnx(runtime, precision, on_cpu=resolve_device(device).type == "cpu")
     model = build_model(config_path=weights_dir / CONFIG_FILE.name)
     load_trained(model, weights_dir / TRAINED_FILE.name)
     for p in model.parameters():

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from geosearch.plugins.base import Embedder, ImageBatch, cache_root, check_image_batch, nearest_rows, unit_rows
 from numpy.typing import NDArray
 from scipy import sparse
 
 from geosearch.errors import ModelError
+from geosearch.plugins.base import Embedder, ImageBatch, cache_root, check_image_batch, nearest_rows, unit_rows
 
 MODEL_ID = "geosearch-nearest-caption"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "nearest_caption"
@@ -39,6 +39,9 @@ BANK_METRICS = "metrics.json"
 """What the bank build measured (val scores per k, the chosen k), for the model card."""
 CHUNK = 256
 """Queries scored at once: bounds the (queries x candidates) score block."""
+EMBEDDER_OPTIONS = frozenset({"device", "batch_size", "precision", "runtime", "memory"})
+"""The options of `geosearch.models.load_embedder` that a captioner factory accepts and passes on when it
+loads an embedder (they configure that embedder; a given, already loaded one ignores them)."""
 
 
 def clean_caption(text: str) -> str:
@@ -210,23 +213,35 @@ def _load_bank(embedder: Embedder, bank_dir: Path, k: int | None) -> tuple[list[
     return captions, neighbours
 
 
-def load_nearest_captioner(spec: str = "", **options: Any) -> NearestCaptioner:
+def load_nearest_captioner(
+    spec: str = "",
+    *,
+    embedder: Embedder | None = None,
+    neighbours: int | None = None,
+    bank_dir: str | Path = WEIGHTS_DIR,
+    **embedder_options: Any,
+) -> NearestCaptioner:
     """Factory for the `nearest-caption` entry point.
 
     ``spec``: an embedder spec (default: the default embedder). Options: ``embedder`` (an already
     loaded Embedder, reused instead of loading another), ``neighbours`` (k train images that vote;
-    default: the bank's, chosen on val), ``bank_dir``; other options (device, batch_size) go to the
-    embedder loader.
+    default: the bank's, chosen on val), ``bank_dir``, and the embedder loader's (EMBEDDER_OPTIONS),
+    which configure the embedder this loads when none is given. Any other option is a ModelError.
     """
     from geosearch.models import load_embedder
 
-    embedder = options.pop("embedder", None)
-    k = options.pop("neighbours", None)
-    bank_dir = Path(options.pop("bank_dir", WEIGHTS_DIR))
-    options.pop("mode", None)
+    check_embedder_options("nearest-caption", embedder_options, ("embedder", "neighbours", "bank_dir"))
     if embedder is None:
-        embedder = load_embedder(spec or None, **options)
+        embedder = load_embedder(spec or None, **embedder_options)
     if not isinstance(embedder, Embedder):
         raise ModelError("the `embedder` option must be an Embedder")
-    captions, neighbours = _load_bank(embedder, bank_dir, None if k is None else int(k))
-    return NearestCaptioner(embedder, captions, None, neighbours)
+    captions, found = _load_bank(embedder, Path(bank_dir), None if neighbours is None else int(neighbours))
+    return NearestCaptioner(embedder, captions, None, found)
+
+
+def check_embedder_options(plugin: str, options: dict[str, Any], own: tuple[str, ...]) -> None:
+    """A captioner factory's leftover options must be the embedder loader's: ModelError naming any other."""
+    unknown = sorted(set(options) - EMBEDDER_OPTIONS)
+    if unknown:
+        known = ", ".join(sorted({*own, *EMBEDDER_OPTIONS}))
+        raise ModelError(f"unknown {plugin} option(s): {', '.join(unknown)}; known: {known}")

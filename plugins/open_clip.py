@@ -31,12 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from geosearch.plugins.base import Embedder, ImageBatch, Relevance, Vectors, check_image_batch
-from geosearch.plugins.caption_memory import CaptionMemory
 from open_clip.hf_model import HFTextEncoder
 from torch import nn
 
 from geosearch.errors import ModelError
+from geosearch.plugins.base import Embedder, ImageBatch, Relevance, Vectors, check_image_batch
+from geosearch.plugins.caption_memory import CaptionMemory
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class OpenClipEmbedder:
     """Batched, normalised image/text encoding around any open_clip model.
 
     ``precision``: ``fp32``; ``bf16`` (autocast, both towers); ``auto`` = bf16 autocast for a CNN
-    image tower on a CPU with native bf16 (`geosearch.plugins.cpu.native_bf16`: ~2x faster there at
+    image tower on a CPU with native bf16 (`geosearch.plugins.cpu.native_bf16`: faster there at
     cosine > 0.99 to fp32; emulated, i.e. much slower, elsewhere), fp32 otherwise. CNN towers always
     run channels_last. ``memory``: a `CaptionMemory` built with this very model, applied to every
     image vector (text vectors are untouched).

@@ -12,7 +12,7 @@ from geosearch.schemas.api import (
     SearchRequest,
 )
 from geosearch.schemas.chips import ChipPayload, GeoPoint, Window
-from geosearch.schemas.geojson import Feature, FeatureCollection, Link, Polygon
+from geosearch.schemas.geojson import Feature, FeatureCollection, Link
 
 __all__ = [
     "CaptionsQuery",
@@ -21,7 +21,6 @@ __all__ = [
     "FeatureCollection",
     "GeoPoint",
     "Link",
-    "Polygon",
     "SceneInfo",
     "SceneList",
     "SearchQuery",

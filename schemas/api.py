@@ -51,7 +51,10 @@ class SceneInfo(msgspec.Struct, kw_only=True):
     datetime: str | None = None
     ingested_at: str = ""
     model_id: str = ""
-    settings: dict[str, Any] = msgspec.field(default_factory=dict)
+    ingest_params: dict[str, Any] = msgspec.field(default_factory=dict)
+    """What the scene was ingested with (`Ingestor.ingest_params`): equal parameters skip a re-ingest.
+    Records written before this field was named so hold `settings` instead, which decoding ignores:
+    their empty `ingest_params` match nothing, so those scenes are re-ingested once."""
 
 
 class SceneList(msgspec.Struct):

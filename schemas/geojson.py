@@ -7,11 +7,6 @@ from typing import Any, Literal
 import msgspec
 
 
-class Polygon(msgspec.Struct, frozen=True):
-    type: Literal["Polygon"]
-    coordinates: list[list[tuple[float, float]]]
-
-
 class Feature(msgspec.Struct):
     geometry: dict[str, Any]
     properties: dict[str, Any]

@@ -13,6 +13,16 @@ UCM = SHARED / "ucm-captions"
 AID = SHARED / "aid-rsicd"
 
 
+MODEL_FIXTURES = frozenset({"embedder", "captioner", "ingested", "fresh_engine"})
+"""Fixtures that load the real default models: a test using one is marked `slow` automatically."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def scenes_dir() -> Path:
     if not SCENES.is_dir():
@@ -74,7 +84,7 @@ def make_engine(store_dir: Path, embedder, captioner):  # type: ignore[no-untype
 @pytest.fixture(scope="session")
 def ingested(tmp_path_factory, embedder, captioner, sample_scenes):  # type: ignore[no-untyped-def]
     """One store with the sample scenes, shared read-only by the API tests."""
-    from geosearch.pipeline import ingest
+    from geosearch.ingest import ingest
 
     engine = make_engine(tmp_path_factory.mktemp("store"), embedder, captioner)
     report = ingest(engine, sample_scenes)
@@ -104,6 +114,7 @@ def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """open_clip ``local-dir`` folder (open_clip_config.json + safetensors) of the tiny CLIP, seeded."""
     import open_clip
     import torch
+
     from geosearch.plugins.open_clip import write_local_dir
 
     torch.manual_seed(0)

@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from geosearch.tilers import render_chip
 from litestar.testing import TestClient
 from PIL import Image
 from shapely.geometry import box, shape
 
 from geosearch.api import create_app
+from geosearch.tilers import render_chip
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +202,7 @@ def test_limit_is_capped(client, ingested) -> None:  # type: ignore[no-untyped-d
 
 
 def test_delete_scene_over_http(fresh_engine, scenes_dir) -> None:  # type: ignore[no-untyped-def]
-    from geosearch.pipeline import IngestOptions, ingest
+    from geosearch.ingest import IngestOptions, ingest
 
     report = ingest(fresh_engine, [scenes_dir / "rio-tiler" / "cog_rgb.tif"], IngestOptions(captions=False))
     scene_id = report.scenes[0].scene_id
@@ -215,14 +215,15 @@ def test_delete_scene_over_http(fresh_engine, scenes_dir) -> None:  # type: igno
 
 
 def test_plugin_mounts_into_another_app(ingested) -> None:  # type: ignore[no-untyped-def]
-    from geosearch.plugins.litestar import GeoSearchPlugin
     from litestar import Litestar, get
+
+    from geosearch.api import GeoSearchMount
 
     @get("/", sync_to_thread=False)
     def home() -> str:
         return "my map app"
 
-    app = Litestar([home], plugins=[GeoSearchPlugin(ingested[0], path="/geo")])
+    app = Litestar([home], plugins=[GeoSearchMount(ingested[0], path="/geo")])
     with TestClient(app) as client:
         assert client.get("/").text == "my map app"
         features = client.get("/geo/search", params={"q": "road", "limit": 2}).json()["features"]

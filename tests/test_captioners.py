@@ -1,4 +1,4 @@
-"""Both captioners with the real shipped models: contract, batching, content, embedder mismatch."""
+"""Both captioners with the real shipped models: contract, batching, content, embedder mismatch, options."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from geosearch.plugins.base import Captioner, Embedder
 
 from geosearch.errors import InvalidInput, ModelError
+from geosearch.evaluation.datasets import CaptionRecord, load_images, load_records
 from geosearch.models import load_captioner, load_embedder
-from geosearch.training.data import CaptionRecord, load_images, load_records
+from geosearch.plugins.base import Captioner, Embedder
 
 CLASS_WORDS = {
     "airplane": ("plane", "airplane"),
@@ -57,45 +57,47 @@ def _assert_english(captions: list[str], n: int) -> None:
         assert c.isascii() and sum(ch.isalpha() for ch in c) >= 3, c
 
 
-@pytest.mark.parametrize("which", ["nearest", "capret"])
-def test_one_nonempty_caption_per_chip(
-    which: str, request: pytest.FixtureRequest, class_images: tuple[list[CaptionRecord], Any]
-) -> None:
-    cap: Captioner = request.getfixturevalue(which)
+@pytest.fixture(params=["nearest", "capret"])
+def either(request: pytest.FixtureRequest) -> Captioner:
+    """Each captioner in turn (the module's loaded ones)."""
+    cap: Captioner = request.getfixturevalue(request.param)
+    return cap
+
+
+@pytest.mark.slow
+def test_one_nonempty_caption_per_chip(either: Captioner, class_images: tuple[list[CaptionRecord], Any]) -> None:
     _, images = class_images
     noise = np.random.default_rng(0).integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)
     odd_size = images[:1, :200, :150]  # chips at scene edges can be smaller
-    _assert_english(cap.caption(np.concatenate([images, noise])), len(images) + 1)
-    _assert_english(cap.caption(np.ascontiguousarray(odd_size)), 1)
-    assert cap.caption(np.zeros((0, 224, 224, 3), np.uint8)) == []
+    _assert_english(either.caption(np.concatenate([images, noise])), len(images) + 1)
+    _assert_english(either.caption(np.ascontiguousarray(odd_size)), 1)
+    assert either.caption(np.zeros((0, 224, 224, 3), np.uint8)) == []
 
 
-@pytest.mark.parametrize("which", ["nearest", "capret"])
-def test_bad_input_rejected(which: str, request: pytest.FixtureRequest) -> None:
-    cap: Captioner = request.getfixturevalue(which)
+@pytest.mark.slow
+def test_bad_input_rejected(either: Captioner) -> None:
     with pytest.raises(InvalidInput):
-        cap.caption(np.zeros((1, 224, 224, 3), np.float32))  # type: ignore[arg-type]
+        either.caption(np.zeros((1, 224, 224, 3), np.float32))  # type: ignore[arg-type]
     with pytest.raises(InvalidInput):
-        cap.caption(np.zeros((224, 224, 3), np.uint8))
+        either.caption(np.zeros((224, 224, 3), np.uint8))
 
 
-@pytest.mark.parametrize("which", ["nearest", "capret"])
-def test_batched_equals_one_by_one(
-    which: str, request: pytest.FixtureRequest, class_images: tuple[list[CaptionRecord], Any]
-) -> None:
-    cap: Captioner = request.getfixturevalue(which)
+@pytest.mark.slow
+def test_batched_equals_one_by_one(either: Captioner, class_images: tuple[list[CaptionRecord], Any]) -> None:
     _, images = class_images
-    batched = cap.caption(images)
-    single = [cap.caption(images[i : i + 1])[0] for i in range(len(images))]
+    batched = either.caption(images)
+    single = [either.caption(images[i : i + 1])[0] for i in range(len(images))]
     assert batched == single
 
 
+@pytest.mark.slow
 def test_nearest_caption_names_the_class(nearest: Captioner, class_images: tuple[list[CaptionRecord], Any]) -> None:
     recs, images = class_images
     for rec, text in zip(recs, nearest.caption(images), strict=True):
         assert any(w in text.lower() for w in CLASS_WORDS[rec.class_name]), (rec.class_name, text)
 
 
+@pytest.mark.slow
 def test_capret_names_the_class(capret: Captioner, class_images: tuple[list[CaptionRecord], Any]) -> None:
     recs, images = class_images
     texts = capret.caption(images)
@@ -105,6 +107,7 @@ def test_capret_names_the_class(capret: Captioner, class_images: tuple[list[Capt
     assert hits[0] and hits[1], texts[:2]  # airplane, tennis court
 
 
+@pytest.mark.slow
 def test_capret_refuses_other_embedder(embedder: Embedder, tmp_path: Path) -> None:
     from geosearch.plugins.capret import WEIGHTS_DIR, load_capret_captioner
 
@@ -117,14 +120,14 @@ def test_capret_refuses_other_embedder(embedder: Embedder, tmp_path: Path) -> No
         load_capret_captioner(str(weights), embedder=embedder)
 
 
+@pytest.mark.slow
 def test_nearest_bank_recomputed_for_other_embedder(
     embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A bank built with another embedder falls back to the nearest caption text, re-encoded with this
     embedder (and cached), never to the bank's image vectors."""
     from geosearch.plugins.nearest_caption import NGRAMS, ImageNeighbours, NearestCaptioner, write_bank
-
-    from geosearch.training.captioner import ngram_matrix
+    from geosearch.training.bank import ngram_matrix
 
     captions = ["Many planes are parked at the airport.", "A white sandy beach next to the sea."]
     image_captions = np.array([[0], [1]])
@@ -178,8 +181,7 @@ def test_factorised_consensus_equals_dense(ucm_dir: Path) -> None:
     """votes @ V Vᵀ on the candidates equals votes @ (dense consensus) on a small real bank, and so
     do the picks."""
     from geosearch.plugins.nearest_caption import ImageNeighbours
-
-    from geosearch.training.captioner import caption_ids, ngram_matrix
+    from geosearch.training.bank import caption_ids, ngram_matrix
 
     recs = load_records(ucm_dir, "train")[::20]  # 84 images, every class
     captions, image_captions = caption_ids(recs)
@@ -206,8 +208,7 @@ def test_consensus_picks_what_the_neighbours_agree_on() -> None:
     """Tiny hand-made bank: the caption most neighbours' captions overlap with wins, and only
     captions of the k nearest images are candidates."""
     from geosearch.plugins.nearest_caption import ImageNeighbours
-
-    from geosearch.training.captioner import ngram_matrix
+    from geosearch.training.bank import ngram_matrix
 
     captions = [
         "many planes are parked at the airport",  # 0
@@ -234,15 +235,15 @@ def test_consensus_picks_what_the_neighbours_agree_on() -> None:
         ImageNeighbours(vectors, image_captions + 5, v, k=3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("dataset", "step", "margin"), [("ucm-captions", 2, 0.05), ("aid-rsicd", 4, 0.5)])
 def test_neighbour_consensus_beats_nearest_text_on_val(
     embedder: Embedder, nearest: Captioner, ucm_dir: Path, dataset: str, step: int, margin: float
 ) -> None:
     """The reason the bank ships image vectors: on each dataset's val split (unseen) the neighbour
     vote scores higher CIDEr than the nearest caption text in the joint space."""
-    from geosearch.plugins.nearest_caption import NearestCaptioner
-
     from geosearch.evaluation import caption_metrics
+    from geosearch.plugins.nearest_caption import NearestCaptioner
 
     assert isinstance(nearest, NearestCaptioner)
     recs = load_records(ucm_dir.parent / dataset, "val")[::step]
@@ -255,6 +256,64 @@ def test_neighbour_consensus_beats_nearest_text_on_val(
     assert vote > plain + margin, (vote, plain)
 
 
-def test_capret_without_weights_is_a_clear_error(embedder: Embedder, tmp_path: Path) -> None:
+def test_capret_without_weights_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="lite-capret weights not found"):
-        load_captioner(f"lite-capret:{tmp_path}", embedder=embedder)
+        load_captioner(f"lite-capret:{tmp_path}")
+
+
+@pytest.mark.parametrize("name", ["nearest-caption", "lite-capret"])
+def test_unknown_option_is_a_clear_error(name: str) -> None:
+    """Nothing is silently dropped: an option neither the captioner nor the embedder loader knows is refused
+    before any model loads."""
+    with pytest.raises(ModelError, match=rf"unknown {name} option\(s\): mode; known: .*batch_size"):
+        load_captioner(name, mode="fast")
+
+
+def _log_likelihood(decoder: Any, prefix: Any, token_ids: list[list[int]]) -> list[float]:
+    """Each chip's caption log-probability under the decoder's softmax (its restricted vocabulary), by
+    teacher forcing: [BOS] + prefix + the caption, one forward pass per chip."""
+    import torch
+
+    column = {t: j for j, t in enumerate(decoder.vocab.tolist())}
+    embed = decoder.lm.get_input_embeddings()
+    out = []
+    with torch.inference_mode():
+        for row, ids in zip(prefix, token_ids, strict=True):
+            tokens = embed(torch.tensor([[decoder.tok.bos_token_id, *ids[:-1]]]))
+            inputs = torch.cat([tokens[:, :1], row[None].to(tokens.dtype), tokens[:, 1:]], dim=1)
+            hidden = decoder.lm.model(inputs_embeds=inputs).last_hidden_state[0, -len(ids) :]
+            logp = torch.log_softmax(hidden.float() @ decoder.head.float().T, dim=-1)
+            out.append(float(logp[torch.arange(len(ids)), [column[t] for t in ids]].sum()))
+    return out
+
+
+@pytest.mark.slow
+def test_capret_beam_search_finds_likelier_captions(
+    embedder: Embedder, capret: Captioner, class_images: tuple[list[CaptionRecord], Any]
+) -> None:
+    """The `beams` option switches to beam search: on every chip its caption is at least as likely under
+    the LM as the greedy one (strictly likelier on some), and still names the class; one beam is greedy."""
+    from dataclasses import replace
+
+    import torch
+
+    from geosearch.plugins.capret import CapRetCaptioner, PrefixDecoder
+
+    beam = load_captioner("lite-capret", embedder=embedder, beams=3)
+    assert isinstance(beam, CapRetCaptioner) and isinstance(capret, CapRetCaptioner)
+    assert beam.decoder.options.beams == 3 and capret.decoder.options.beams == 1
+    recs, images = class_images
+    prefix = capret.mapper(torch.from_numpy(np.asarray(embedder.encode_images(images), np.float32)))
+    greedy_ids, beam_ids = capret.decoder.decode(prefix), beam.decoder.decode(prefix)
+    greedy_lp = _log_likelihood(capret.decoder, prefix, greedy_ids)
+    beam_lp = _log_likelihood(capret.decoder, prefix, beam_ids)
+    assert all(b >= g - 1e-4 for b, g in zip(beam_lp, greedy_lp, strict=True)), (beam_lp, greedy_lp)
+    assert sum(beam_lp) > sum(greedy_lp) + 1.0, (beam_lp, greedy_lp)
+    # One beam is greedy search, up to the token limit included.
+    short = PrefixDecoder(capret.lm, capret.tokenizer, replace(capret.decoder.options, max_new_tokens=5))
+    with torch.inference_mode():
+        assert short._beam(prefix) == short._greedy(prefix)
+    texts = [beam.tokenizer.decode(ids, skip_special_tokens=True) for ids in beam_ids]
+    _assert_english(texts, len(images))
+    hits = [any(w in t.lower() for w in CLASS_WORDS[r.class_name]) for r, t in zip(recs, texts, strict=True)]
+    assert sum(hits) >= len(hits) - 1, texts

@@ -13,12 +13,19 @@ from pathlib import Path
 import httpx
 import pytest
 
+pytestmark = pytest.mark.slow  # every test runs the installed command on the real default models
+
+
+# The installed console script, as a user runs it (`python -m geosearch` in the checkout root would
+# import ./geosearch without the mapped tilers/plugins/schemas folders).
+GEOSEARCH = str(Path(sys.executable).with_name("geosearch"))
+
 
 def run(*args: str, store: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "GEOSEARCH_STORE": str(store)}
     env.pop("QDRANT_URL", None)
     return subprocess.run(
-        [sys.executable, "-m", "geosearch", *args], capture_output=True, text=True, env=env, timeout=600
+        [GEOSEARCH, *args], capture_output=True, text=True, env=env, timeout=600
     )
 
 
@@ -53,6 +60,27 @@ def test_cli_scenes_and_delete(cli_store: Path, tmp_path: Path, scenes_dir: Path
     deleted = run("delete", scenes[0]["id"], store=store)
     assert deleted.returncode == 0 and "deleted scene" in deleted.stdout
     assert json.loads(run("scenes", "--json", store=store).stdout) == []
+
+
+def test_store_flag_beats_qdrant_url_from_the_environment(cli_store: Path) -> None:
+    """One precedence: flag > environment > default. QDRANT_URL points at a dead port here, so only
+    the store named by --store can answer."""
+    env = {**os.environ, "QDRANT_URL": "http://127.0.0.1:9"}
+    env.pop("GEOSEARCH_STORE", None)
+    flag = subprocess.run(
+        [GEOSEARCH, "scenes", "--json", "--store", str(cli_store)], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert flag.returncode == 0, flag.stderr
+    assert len(json.loads(flag.stdout)) == 2
+    # Without the flag the environment's server is used (and refused here): GEOSEARCH_STORE loses to it.
+    env_only = subprocess.run(
+        [GEOSEARCH, "scenes", "--json"],
+        capture_output=True,
+        text=True,
+        env={**env, "GEOSEARCH_STORE": str(cli_store)},
+        timeout=600,
+    )
+    assert env_only.returncode != 0 and "Traceback" not in env_only.stderr
 
 
 @pytest.mark.parametrize(
@@ -104,7 +132,7 @@ def test_store_options_shape_a_new_store(tmp_path: Path, scenes_dir: Path) -> No
     assert hits.returncode == 0 and len(hits.stdout.strip().splitlines()) == 2, hits.stderr
     env_bad = {**os.environ, "GEOSEARCH_STORE": str(store), "GEOSEARCH_STORE_OPTIONS": "[1]"}
     bad = subprocess.run(
-        [sys.executable, "-m", "geosearch", "search", "road"], capture_output=True, text=True, env=env_bad, timeout=600
+        [GEOSEARCH, "search", "road"], capture_output=True, text=True, env=env_bad, timeout=600
     )
     assert bad.returncode == 2 and "GEOSEARCH_STORE_OPTIONS must be a JSON object" in bad.stderr
 
@@ -125,7 +153,7 @@ def test_real_server_on_loopback(cli_store: Path) -> None:
     port = free_port()
     env = {**os.environ, "GEOSEARCH_STORE": str(cli_store)}
     server = subprocess.Popen(
-        [sys.executable, "-m", "geosearch", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [GEOSEARCH, "serve", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import geosearch
 from geosearch.evaluation import CAPTION_KEYS, caption_metrics, java_available, main
 
 
+@pytest.mark.slow
 def test_eval_json_has_all_keys_and_sane_ranges(ucm_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["--dataset", str(ucm_dir), "--split", "test", "--limit", "20", "--json"])
     out = capsys.readouterr().out
@@ -77,6 +82,7 @@ def tiny_karpathy(root: Path, source: Path, per_class: dict[str, int]) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_eval_on_a_tiny_karpathy_fixture_reports_zero_shot(
     aid_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -95,7 +101,7 @@ def test_eval_on_a_tiny_karpathy_fixture_reports_zero_shot(
 def test_zero_shot_accuracy_uses_the_nearest_class_prompt() -> None:
     import numpy as np
 
-    from geosearch.training.retrieval import zero_shot_accuracy
+    from geosearch.evaluation.retrieval import zero_shot_accuracy
 
     words = {"beach": [1.0, 0.0], "farmland": [0.0, 1.0]}
 
@@ -105,3 +111,36 @@ def test_zero_shot_accuracy_uses_the_nearest_class_prompt() -> None:
     images = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], np.float32)
     out = zero_shot_accuracy(images, ["beach", "farmland", "farmland"], encode)
     assert out == {"accuracy": pytest.approx(100 * 2 / 3), "n_classes": 2}
+
+
+def _imports_training(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+        if any(n == "geosearch.training" or n.startswith("geosearch.training.") for n in names):
+            return True
+    return False
+
+
+def test_runtime_and_evaluation_never_import_training() -> None:
+    """Training builds on evaluation, never the other way; no runtime module imports training (lazily either)."""
+    from importlib.util import find_spec
+
+    package = Path(geosearch.__file__).parent
+    runtime = [p for p in package.rglob("*.py") if "training" not in p.relative_to(package).parts]
+    for mapped in ("geosearch.plugins", "geosearch.tilers", "geosearch.schemas"):  # found, not imported
+        spec = find_spec(mapped)
+        assert spec is not None and spec.submodule_search_locations
+        runtime += Path(next(iter(spec.submodule_search_locations))).rglob("*.py")
+    assert any(p.parent.name == "evaluation" for p in runtime)
+    assert [p for p in runtime if _imports_training(p)] == []
+
+
+def test_eval_imports_without_training() -> None:
+    code = (
+        "import sys, geosearch.cli, geosearch.evaluation, geosearch.evaluation.run; "
+        "print(sorted(m for m in sys.modules if m.startswith('geosearch.training')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/").stdout
+    assert out.strip() == "[]"

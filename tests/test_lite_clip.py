@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from geosearch.plugins import lite_clip
 
 from geosearch.errors import ModelError
-from geosearch.training.data import CaptionRecord, flatten_captions, load_images, load_records
-from geosearch.training.retrieval import retrieval_metrics
+from geosearch.evaluation.datasets import CaptionRecord, flatten_captions, load_images, load_records
+from geosearch.evaluation.retrieval import retrieval_metrics
+from geosearch.plugins import lite_clip
+
+pytestmark = pytest.mark.slow  # loads and scores the real default embedder
 
 SENTENCES = [
     "There is a piece of farmland .",
@@ -204,8 +206,9 @@ def test_caption_memory_moves_images_toward_their_neighbours_captions(embedder: 
 
 
 def test_caption_memory_rejects_bad_files(tmp_path: Path) -> None:
-    from geosearch.plugins.caption_memory import CaptionMemory
     from safetensors.numpy import save_file
+
+    from geosearch.plugins.caption_memory import CaptionMemory
 
     with pytest.raises(ModelError, match="same"):
         CaptionMemory(np.ones((4, 8), np.float32), np.ones((3, 8), np.float32), k=2, weight=1.0)

@@ -15,13 +15,15 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-from geosearch.plugins import cpu, lite_clip, onnx_runtime
-from geosearch.plugins.open_clip import OpenClipEmbedder
 
 from geosearch import load_embedder
 from geosearch.errors import ModelError
-from geosearch.training.data import flatten_captions, load_images, load_records
-from geosearch.training.retrieval import retrieval_metrics
+from geosearch.evaluation.datasets import flatten_captions, load_images, load_records
+from geosearch.evaluation.retrieval import retrieval_metrics
+from geosearch.plugins import cpu, lite_clip, onnx_runtime
+from geosearch.plugins.open_clip import OpenClipEmbedder
+
+pytestmark = pytest.mark.slow  # exports and runs the real default embedder
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY_CNN_CFG = {
@@ -83,14 +85,6 @@ def test_native_bf16_needs_wide_kernels_and_bf16_hardware(
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     assert cpu.native_bf16() is expected
-
-
-def test_training_features_use_the_same_probe(monkeypatch: pytest.MonkeyPatch) -> None:
-    from geosearch.training import features
-
-    for value in (True, False):
-        monkeypatch.setattr(cpu, "native_bf16", lambda v=value: v)
-        assert features.native_bf16() is value
 
 
 def test_cpu_info_reports_this_machine() -> None:
@@ -241,8 +235,8 @@ def test_cli_model_runtime_flag(monkeypatch: pytest.MonkeyPatch) -> None:
 
     for command in (["ingest", "x.tif"], ["search", "a road"], ["serve"], ["scenes"]):
         args = cli._parser().parse_args([*command, "--model-runtime", "torch"])
-        assert cli._settings(args).model_runtime == "torch"
+        assert cli._config(args).model_runtime == "torch"
     monkeypatch.setenv("GEOSEARCH_MODEL_RUNTIME", "onnx")
-    assert cli._settings(cli._parser().parse_args(["scenes"])).model_runtime == "onnx"
+    assert cli._config(cli._parser().parse_args(["scenes"])).model_runtime == "onnx"
     with pytest.raises(SystemExit):
         cli._parser().parse_args(["scenes", "--model-runtime", "tensorrt"])

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from geosearch.plugins.base import Embedder
-from geosearch.plugins.open_clip import load_open_clip_embedder
 
 from geosearch.errors import InvalidInput, ModelError
 from geosearch.models import load_embedder
+from geosearch.plugins.base import Embedder
+from geosearch.plugins.open_clip import load_open_clip_embedder
 
 TEXTS = ["a river crossing farmland", "dense residential area", "an airport runway", "storage tanks"]
 
@@ -52,6 +52,7 @@ def test_local_dir_spec(tiny_clip_spec: str) -> None:
     _check(model)
 
 
+@pytest.mark.slow
 def test_checkpoint_file_forms_agree(tiny_clip_spec: str, tiny_ckpt: Path) -> None:
     ref = load_open_clip_embedder(tiny_clip_spec, device="cpu")
     chips = _chips(3, seed=1)
@@ -99,12 +100,14 @@ def test_bf16_close_to_fp32(tiny_clip_spec: str) -> None:
     assert np.all((fp32 * bf16).sum(axis=1) > 0.98)
 
 
+@pytest.mark.slow
 def test_random_builtin_architecture() -> None:
     model = load_open_clip_embedder("RN50", device="cpu")  # smallest built-in, random weights
     assert model.model_id == "open_clip:RN50"
     assert model.encode_texts(["x"]).shape == (1, 1024)
 
 
+@pytest.mark.slow
 def test_hf_hub_offline_is_a_model_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelError, match="Hugging Face Hub"):
@@ -134,3 +137,11 @@ def test_bad_inputs(tiny_clip_spec: str) -> None:
         model.encode_texts("not a list")
     with pytest.raises(ModelError):
         load_open_clip_embedder(tiny_clip_spec, precision="fp8")
+
+
+@pytest.mark.parametrize("loader", ["load_embedder", "load_captioner"])
+def test_unknown_model_option_is_a_model_error_before_loading(loader: str) -> None:
+    import geosearch
+
+    with pytest.raises(ModelError, match="devise"):
+        getattr(geosearch, loader)(None, devise="cpu")

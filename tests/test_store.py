@@ -3,6 +3,7 @@ answers as an independent numpy/interval reference (real engines, no mocks)."""
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -16,12 +17,12 @@ from typing import Any
 import msgspec
 import numpy as np
 import pytest
-from geosearch.schemas.api import SceneInfo
-from geosearch.schemas.chips import ChipPayload, GeoPoint, Window
 from numpy.typing import NDArray
 
 from geosearch.errors import InvalidInput, ModelMismatch, NotFound, StoreError, StoreLocked
-from geosearch.store import BBox, ChipPoint, ChipStore, chip_id, collection_name, open_store, resolve_store_settings
+from geosearch.schemas.api import SceneInfo
+from geosearch.schemas.chips import ChipPayload, GeoPoint, Window
+from geosearch.store import BBox, ChipPoint, ChipStore, chip_id, collection_name, open_store, resolve_store_location
 
 MODEL = "test/clip-rs-32"
 DIM = 32
@@ -42,16 +43,24 @@ class Chip:
     half: float
 
 
+EDGE_POINTS = 8  # as tilers.reader.CHIP_EDGE_POINTS
+
+
 def square(lon: float, lat: float, half: float) -> dict[str, object]:
-    """A footprint as a tiler writes it: lon wrapped into ±180, so a chip across the antimeridian
-    has vertices on both sides (e.g. 179.9 and -179.9)."""
-
-    def wrap(x: float) -> float:
-        return (x + 180.0) % 360.0 - 180.0
-
-    w, e = wrap(lon - half), wrap(lon + half)
-    s, n = lat - half, lat + half
-    return {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
+    """A footprint as the tiler writes a north-up chip's (`tilers.geometry.footprint`): one closed,
+    counter-clockwise ring of [lon, lat] pairs from the north-west corner, each edge densified. Across
+    the antimeridian its longitudes stay continuous (179.9 -> 180.1), with the first in [-180, 180)."""
+    t = np.linspace(0.0, 1.0, EDGE_POINTS, endpoint=False)
+    w, s, e, n = lon - half, lat - half, lon + half, lat + half
+    ring = [
+        *[(w, n - f * (n - s)) for f in t],  # west edge, southwards
+        *[(w + f * (e - w), s) for f in t],  # south edge, eastwards
+        *[(e, s + f * (n - s)) for f in t],  # east edge, northwards
+        *[(e - f * (e - w), n) for f in t],  # north edge, westwards
+    ]
+    shift = 360.0 * math.floor((w + 180.0) / 360.0)
+    coords = [[float(x - shift), float(y)] for x, y in ring]
+    return {"type": "Polygon", "coordinates": [[*coords, coords[0]]]}
 
 
 def make_chip(
@@ -84,7 +93,8 @@ def make_chip(
 
 def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> NDArray[np.float32]:
     x = rng.normal(size=(n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    out: NDArray[np.float32] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
 
 
 def synthetic(n: int = 300, seed: int = 0) -> list[Chip]:
@@ -179,7 +189,7 @@ def filled(store: ChipStore, chips: list[Chip]) -> ChipStore:
 def shared(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, chips: list[Chip]
 ) -> Iterator[ChipStore]:
-    """One filled store per backend, shared read-only (opening an edge store costs ~1 s of fsyncs here)."""
+    """One filled store per backend, shared read-only (opening an edge store fsyncs several files)."""
     location = str(tmp_path_factory.mktemp("store")) if request.param == "edge" else ":memory:"
     with open_store(location, model_id=MODEL, dim=DIM) as s:
         s.upsert([c.point for c in chips])
@@ -211,9 +221,7 @@ def test_search_matches_reference(shared: ChipStore, chips: list[Chip], query: d
     for q in unit(rng, 5):
         interval, gsd = query.get("interval"), query.get("gsd")
         expected = ref_search(chips, q, 10, query.get("bbox"), query.get("scene"), interval, gsd=gsd)
-        hits = shared.search(
-            q, limit=10, bbox=query.get("bbox"), scene=query.get("scene"), datetime=interval, gsd=gsd
-        )
+        hits = shared.search(q, limit=10, bbox=query.get("bbox"), scene=query.get("scene"), datetime=interval, gsd=gsd)
         assert [h.id for h in hits] == [i for i, _ in expected]
         assert [h.score for h in hits] == pytest.approx([s for _, s in expected], abs=1e-4)
     assert expected, "the query should match something, or it tests nothing"
@@ -262,6 +270,23 @@ def test_browse_pages_cover_each_match_once(shared: ChipStore, chips: list[Chip]
         shared.browse(offset="garbage")
 
 
+@pytest.mark.parametrize(("lon", "lat", "half"), [(10.0, 45.0, 0.3), (179.8, -10.0, 0.3), (-179.9, 5.0, 0.2)])
+def test_square_is_a_tiler_footprint(lon: float, lat: float, half: float) -> None:
+    """The store tests' footprints are the tiler's: same vertices, order, closure and wrapping."""
+    from affine import Affine
+    from pyproj import CRS
+
+    from geosearch.tilers import geometry
+
+    size = 224
+    transform = Affine(2 * half / size, 0.0, lon - half, 0.0, -2 * half / size, lat + half)
+    window = Window(col=0, row=0, width=size, height=size)
+    ring = geometry.footprint(transform, geometry.make_transformer(CRS.from_epsg(4326)), window, EDGE_POINTS)
+    coords = square(lon, lat, half)["coordinates"]
+    assert isinstance(coords, list)
+    assert np.allclose(np.asarray(coords[0]), np.asarray(ring), atol=1e-9)
+
+
 def test_chip_ids_are_stable_and_differ_between_scales() -> None:
     window = Window(col=224, row=448, width=224, height=224)
     # The scale-1 id is the one stores written before multi-scale chips hold.
@@ -301,7 +326,7 @@ def scene_info(sid: str) -> SceneInfo:
         bbox=[1.0, 2.0, 3.0, 4.0],
         datetime=SCENE_DATES.get(sid),
         model_id=MODEL,
-        settings={"chip_size": 224, "stride": 224, "bands": [3, 2, 1]},
+        ingest_params={"chip_size": 224, "stride": 224, "bands": [3, 2, 1]},
     )
 
 
@@ -375,6 +400,7 @@ def clustered(n: int, dim: int, seed: int) -> tuple[NDArray[np.float32], NDArray
     return x.astype(np.float32), q.astype(np.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["default", "indexed-exact", "forced-hnsw"])
 def test_edge_recall(tmp_path: Path, mode: str) -> None:
     n, dim = 3000, 64
@@ -391,7 +417,7 @@ def test_edge_recall(tmp_path: Path, mode: str) -> None:
         "forced-hnsw": {**index, "exact_threshold": 0, "acorn": True},
     }[mode]
     minimum = 1.0 if mode == "indexed-exact" else 0.99
-    # ~6 %, ~25 % and ~50 % of the points: a small box once gave recall 0.38 through filtered HNSW.
+    # ~6 %, ~25 % and ~50 % of the points: a small box once lost most of its recall through filtered HNSW.
     boxes: list[BBox | None] = [None, (-15.0, -10.0, 15.0, 10.0), (-30.0, -20.0, 30.0, 20.0), (-60.0, -40.0, 0.0, 40.0)]
     with open_store(tmp_path / "s", model_id="recall", dim=dim, **opts) as store:
         store.upsert([c.point for c in chips])
@@ -465,7 +491,8 @@ def test_second_process_gets_store_locked(tmp_path: Path) -> None:
                 print("LOCKED", e)
             """
         )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        # Run outside the checkout: its ./geosearch would shadow the installed package's mapped folders.
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert "LOCKED" in out.stdout, out.stderr
         assert f"pid {os.getpid()}" in out.stdout
         with pytest.raises(StoreLocked):  # a second open in-process is refused the same way
@@ -475,14 +502,27 @@ def test_second_process_gets_store_locked(tmp_path: Path) -> None:
 
 
 def test_concurrent_search_during_ingest(tmp_path: Path, chips: list[Chip]) -> None:
+    """Searches racing upserts still return exact answers: whatever else has landed, a chip stored
+    before the race is its own top hit inside the box, and every hit is a chip of the box, scored and
+    ranked as the reference would."""
     errors: list[BaseException] = []
+    bbox = (-30.0, -20.0, 30.0, 20.0)
+    vectors = {c.point.id: c.point.vector for c in chips}
+    in_box = {c.point.id for c in chips if ref_matches(c, bbox, None, None)}
     with open_store(tmp_path, model_id=MODEL, dim=DIM) as s:
         s.upsert([c.point for c in chips[:50]])
 
         def searcher() -> None:
             try:
                 for c in chips[:40]:
-                    assert s.search(c.point.vector, limit=3, bbox=(-30.0, -20.0, 30.0, 20.0)) is not None
+                    q = c.point.vector
+                    hits = s.search(q, limit=3, bbox=bbox)
+                    assert len(hits) == 3 and {h.id for h in hits} <= in_box
+                    scores = [h.score for h in hits if h.score is not None]
+                    assert scores == pytest.approx([float(np.dot(vectors[h.id], q)) for h in hits], abs=1e-4)
+                    assert scores == sorted(scores, reverse=True)
+                    if c.point.id in in_box:
+                        assert hits[0].id == c.point.id and hits[0].score == pytest.approx(1.0, abs=1e-5)
             except BaseException as e:
                 errors.append(e)
 
@@ -496,17 +536,17 @@ def test_concurrent_search_during_ingest(tmp_path: Path, chips: list[Chip]) -> N
         assert not errors and s.count() == len(chips)
 
 
-def test_settings_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_location_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("QDRANT_URL", raising=False)
     monkeypatch.setenv("GEOSEARCH_STORE", str(tmp_path))
-    st = resolve_store_settings()
-    assert st.backend == "edge" and st.path == tmp_path
-    assert resolve_store_settings(":memory:").backend == "qdrant"
+    loc = resolve_store_location()
+    assert loc.backend == "edge" and loc.path == tmp_path
+    assert resolve_store_location(":memory:").backend == "qdrant"
     monkeypatch.setenv("QDRANT_URL", "http://qdrant:6333")
     monkeypatch.setenv("QDRANT_API_KEY", "k")
-    st = resolve_store_settings()
-    assert (st.backend, st.url, st.api_key) == ("qdrant", "http://qdrant:6333", "k")
-    assert resolve_store_settings(tmp_path).backend == "edge"  # an explicit dir wins over the env
+    loc = resolve_store_location()
+    assert (loc.backend, loc.url, loc.api_key) == ("qdrant", "http://qdrant:6333", "k")
+    assert resolve_store_location(tmp_path).backend == "edge"  # an explicit dir wins over the env
     with pytest.raises(InvalidInput):
         open_store(tmp_path, model_id=MODEL, dim=DIM, no_such_option=1)
 
@@ -571,27 +611,28 @@ def test_small_and_large_boxes_skip_the_exact_count(tmp_path: Path) -> None:
     with open_store(tmp_path / "s", model_id=MODEL, dim=DIM, exact_threshold=100) as store:
         store.upsert([c.point for c in chips])
         counted: list[int] = []
-        real_count = store._count  # type: ignore[attr-defined]
+        real_count = store._count
 
-        def spy(where: Any) -> int:
-            counted.append(1)
-            return int(real_count(where))
+        def spy(where: Any, *, exact: bool) -> int:
+            if exact:  # estimates are cheap; only exact counts are what the cell bounds avoid
+                counted.append(1)
+            return int(real_count(where, exact=exact))
 
-        store._count = spy  # type: ignore[attr-defined]
+        store._count = spy  # type: ignore[method-assign]
         routes: list[bool] = []
-        real_query = store._query  # type: ignore[attr-defined]
+        real_query = store._query
 
         def route(vector: Any, where: Any, limit: int, exact: bool) -> Any:
             routes.append(exact)
             return real_query(vector, where, limit, exact)
 
-        store._query = route  # type: ignore[attr-defined]
+        store._query = route  # type: ignore[method-assign]
         q = vecs[0]
         # ~3 matches (0.1° cells: upper bound ~3) and ~125 (cover ~130 < 2.5 x 100): exact; ~1,100
         # (too many fine cells: the 1° cells wholly inside hold ~1,050 > 100): HNSW.
         boxes = {(0.0, 0.0, 3.0, 3.0): True, (-10.0, -10.0, 10.0, 10.0): True, (-30.0, -30.0, 30.0, 30.0): False}
         for bbox, exact in boxes.items():
-            assert store._where(bbox, None, None)[0].cells, bbox  # type: ignore[attr-defined]
+            assert store._where(bbox, None, None)[0].cells, bbox
             counted.clear()
             routes.clear()
             hits = store.search(q, limit=10, bbox=bbox)
@@ -604,13 +645,13 @@ def test_store_from_before_the_cell_index_still_answers_exactly(tmp_path: Path, 
     import json
 
     with open_store(tmp_path, model_id=MODEL, dim=DIM) as s:
-        location = Path(s.location)  # type: ignore[attr-defined]
+        location = Path(s.location)
     meta = json.loads((location / "meta.json").read_text())
     del meta["cell_levels"]
     (location / "meta.json").write_text(json.dumps(meta))
     with open_store(tmp_path, model_id=MODEL, dim=DIM, create=False) as s:
         s.upsert([c.point for c in chips])
-        rows, _ = s._scroll(s._where(None, None, None)[0], 5, None)  # type: ignore[attr-defined]
+        rows, _ = s._scroll(s._where(None, None, None)[0], 5, None)
         assert rows and all("cell" not in r.payload for r in rows)
         rng = np.random.default_rng(8)
         for query in QUERIES[1:6]:

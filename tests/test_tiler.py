@@ -16,10 +16,6 @@ import numpy as np
 import pytest
 import rasterio
 import rasterio.warp
-from geosearch.schemas.chips import ChipPayload, Window
-from geosearch.tilers import ChipSpec, Scene, TileOptions, open_scene, render_chip
-from geosearch.tilers.bands import auto_bands
-from geosearch.tilers.grid import axis_offsets
 from rasterio.control import GroundControlPoint
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import from_origin
@@ -27,6 +23,10 @@ from rasterio.windows import Window as RioWindow
 from shapely.geometry import Polygon
 
 from geosearch.errors import InvalidInput, SceneError
+from geosearch.schemas.chips import ChipPayload, Window
+from geosearch.tilers import ChipSpec, Scene, TileOptions, open_scene, render_chip
+from geosearch.tilers.bands import auto_bands
+from geosearch.tilers.grid import axis_offsets
 
 # name -> (crs, bands used, uint8?)
 SCENES: dict[str, tuple[str, tuple[int, int, int], bool]] = {
@@ -121,16 +121,16 @@ def test_bad_options_are_invalid_input(kwargs: dict[str, Any]) -> None:
         TileOptions(**kwargs)
 
 
-def test_settings_are_json_and_track_options() -> None:
-    a = TileOptions().settings()
+def test_chip_params_are_json_and_track_options() -> None:
+    a = TileOptions().chip_params()
     assert msgspec.json.decode(msgspec.json.encode(a)) == a
-    assert a == TileOptions(stride=224).settings()
-    assert a != TileOptions(gsd=2.0).settings()
+    assert a == TileOptions(stride=224).chip_params()
+    assert a != TileOptions(gsd=2.0).chip_params()
     # One scale is the default and leaves the fingerprint as before multi-scale chips existed.
-    assert a == TileOptions(scales=(1,)).settings() and "scales" not in a
+    assert a == TileOptions(scales=(1,)).chip_params() and "scales" not in a
     multi = TileOptions(scales=(4, 1))
     assert multi == TileOptions(scales=(1, 4)) and multi.scales == (1, 4)
-    assert multi.settings() == {**a, "scales": [1, 4]} != TileOptions(scales=(1, 2)).settings()
+    assert multi.chip_params() == {**a, "scales": [1, 4]} != TileOptions(scales=(1, 2)).chip_params()
 
 
 # -- every shared scene -------------------------------------------------------------------------
@@ -494,6 +494,7 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
 # -- huge scenes: windowed I/O only -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_huge_sparse_scene_is_read_through_windows(tmp_path: Path) -> None:
     path = tmp_path / "huge.tif"
     profile: dict[str, Any] = {
@@ -593,3 +594,17 @@ def test_scene_is_a_context_manager(scenes_dir: Path) -> None:
     with scene as s:
         assert s is scene
     assert all(ds.closed for ds in [scene._local.ds])
+
+
+def test_tiler_imports_without_engine_models_or_torch() -> None:
+    """The tiler is usable on its own: importing it must not pull in the store, the models or torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, geosearch.tilers; "
+        "heavy = [m for m in ('torch', 'qdrant_client', 'geosearch.engine', 'geosearch.store', 'geosearch.models',"
+        " 'geosearch.plugins') if m in sys.modules]; print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path.home())
+    assert out.stdout.strip() == ""

@@ -17,9 +17,10 @@ import math
 
 import numpy as np
 from affine import Affine
-from geosearch.schemas.chips import Window
 from numpy.typing import NDArray
 from pyproj import CRS, Geod, Transformer
+
+from geosearch.schemas.chips import Window
 
 _GEOD = Geod(ellps="WGS84")
 

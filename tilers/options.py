@@ -6,10 +6,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from geosearch.schemas.chips import Window
 from numpy.typing import NDArray
 
 from geosearch.errors import InvalidInput
+from geosearch.schemas.chips import Window
 
 TILER_VERSION = 1
 """Bumped whenever the pixels a given file + options produce change, so old ingests are redone."""
@@ -73,19 +73,20 @@ class TileOptions:
             raise InvalidInput(
                 f"scales must be distinct integer factors >= 1 over the base GSD (e.g. 1,4), got {self.scales!r}"
             )
-        # Canonical order, so (4, 1) and (1, 4) are the same options, settings and chip order.
+        # Canonical order, so (4, 1) and (1, 4) are the same options, chip parameters and chip order.
         object.__setattr__(self, "scales", tuple(sorted(int(s) for s in self.scales)))
 
     @property
     def effective_stride(self) -> int:
         return self.chip_size if self.stride is None else int(self.stride)
 
-    def settings(self) -> dict[str, object]:
-        """JSON-able fingerprint: a scene ingested with equal settings (and file hash) need not be redone.
+    def chip_params(self) -> dict[str, object]:
+        """JSON-able fingerprint of the chips: a scene ingested with equal parameters (and file hash) need
+        not be redone.
 
         `scales` is left out at its default (1,) so scenes recorded before multi-scale chips still match.
         """
-        settings: dict[str, object] = {
+        params: dict[str, object] = {
             "tiler_version": TILER_VERSION,
             "chip_size": int(self.chip_size),
             "stride": self.effective_stride,
@@ -94,8 +95,8 @@ class TileOptions:
             "min_valid": float(self.min_valid),
         }
         if self.scales != (1,):
-            settings["scales"] = list(self.scales)
-        return settings
+            params["scales"] = list(self.scales)
+        return params
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,6 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from geosearch.schemas.chips import ChipPayload, GeoPoint, Window
-from geosearch.tilers import geometry, grid
-from geosearch.tilers.bands import resolve_bands
-from geosearch.tilers.ids import scene_id
-from geosearch.tilers.options import Chip, ChipSpec, TileOptions
-from geosearch.tilers.stretch import apply_stretch, percentile_stretch, to_physical
 from numpy.typing import NDArray
 from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError, ProjError
@@ -33,6 +27,12 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window as RioWindow
 
 from geosearch.errors import SceneError
+from geosearch.schemas.chips import ChipPayload, GeoPoint, Window
+from geosearch.tilers import geometry, grid
+from geosearch.tilers.bands import resolve_bands
+from geosearch.tilers.ids import scene_id
+from geosearch.tilers.options import Chip, ChipSpec, TileOptions
+from geosearch.tilers.stretch import apply_stretch, percentile_stretch, to_physical
 
 SAMPLE_LONG_SIDE = 1024
 """Long side of the decimated read the per-scene stretch is computed from (GDAL picks overviews)."""

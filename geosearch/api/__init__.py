@@ -1,4 +1,4 @@
-"""The HTTP API: `create_app()` for a standalone server; `GeoSearchPlugin` to mount it elsewhere."""
+"""The HTTP API: `create_app()` for a standalone server; `GeoSearchMount` to mount it in another Litestar app."""
 
 from __future__ import annotations
 
@@ -6,16 +6,16 @@ from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 
 from geosearch import __version__
-from geosearch.config import Settings
+from geosearch.api.mount import GeoSearchMount
+from geosearch.config import Config
 from geosearch.engine import Engine
-from geosearch.plugins.litestar import GeoSearchPlugin
 
 
-def create_app(engine: Engine | None = None, settings: Settings | None = None) -> Litestar:
+def create_app(engine: Engine | None = None, config: Config | None = None) -> Litestar:
     return Litestar(
-        plugins=[GeoSearchPlugin(engine, settings=settings)],
+        plugins=[GeoSearchMount(engine, config=config)],
         openapi_config=OpenAPIConfig(title="geosearch", version=__version__, path="/schema"),
     )
 
 
-__all__ = ["create_app"]
+__all__ = ["GeoSearchMount", "create_app"]

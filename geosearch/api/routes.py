@@ -57,7 +57,7 @@ def search_post(engine: Engine, data: SearchRequest, request: Request[Any, Any, 
 @get("/captions", sync_to_thread=True, dependencies={"overlay": Provide(captions_query, sync_to_thread=False)})
 def captions(engine: Engine, overlay: CaptionsQuery, request: Request[Any, Any, Any]) -> Response[FeatureCollection]:
     """Caption overlay: chip footprints with their captions, paged with a `next` link."""
-    hits, next_offset = engine.captions(overlay)
+    hits, next_offset = engine.page_chips(overlay)
     links = []
     if next_offset is not None:
         params = dict(request.query_params)

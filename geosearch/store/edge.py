@@ -3,17 +3,16 @@
 Layout of `{store_dir}/{collection}/`: `chips/` (edge shard of chip vectors), `scenes/` (edge shard of
 scene records, 1-d dummy vectors), `meta.json` (model, dim, footprint margin) and `.geosearch.lock`.
 
-Measured on qdrant-edge-py 0.9.0: `EdgeShard.optimize()` holds the GIL for its whole run (a ticker thread
-stalled 3.6 s while 10k 512-d points were indexed), so a background thread would freeze every thread of
-the process, API included, just the same. Hence `finish_ingest` indexes only when enough points are
-unindexed to make HNSW worth it (`optimize_threshold`), and does so in the caller's thread: searches over
-an unindexed segment are exact brute force and stay correct meanwhile.
+`EdgeShard.optimize()` (qdrant-edge-py 0.9) holds the GIL for its whole run, so a background thread
+would freeze every thread of the process, API included, just the same. Hence `finish_ingest` indexes
+only when enough points are unindexed to make HNSW worth it (`optimize_threshold`), and does so in the
+caller's thread: searches over an unindexed segment are exact brute force and stay correct meanwhile.
 
 Chip footprints are stored as a GeoJSON *string* in the edge payload and parsed back on read: edge
-converts nested Python lists element by element while holding the GIL, so a 33-vertex polygon made
-`qe.Point(...)` cost ~340 us (about 50 us as a string), which bounded upserts at ~3k chips/s and stalled
-the ingest reader and model threads. Nothing filters on the footprint inside the engine (filters use
-the indexed `centre`), and payloads written with an object footprint still read back unchanged.
+converts nested Python lists element by element while holding the GIL, so a densified polygon made
+`qe.Point(...)` several times dearer than its string, which bounded upserts and stalled the ingest
+reader and model threads. Nothing filters on the footprint inside the engine (filters use the indexed
+`centre`), and payloads written with an object footprint still read back unchanged.
 """
 
 from __future__ import annotations
@@ -27,23 +26,31 @@ import shutil
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import qdrant_edge as qe
 
 from geosearch.errors import ModelMismatch, NotFound, StoreError, StoreLocked
-from geosearch.store.base import BaseStore, Meta, Row, StoreOptions, Where, collection_name
+from geosearch.store.base import ChipStore, UpsertRow
+from geosearch.store.collection import INDEXED_FIELDS, Meta, collection_name
 from geosearch.store.geo import CELL_LEVELS_META
+from geosearch.store.options import INT8_QUANTILE, StoreOptions
+from geosearch.store.params import search_params
+from geosearch.store.records import Row, Where, record_row
 
 log = logging.getLogger(__name__)
 
 _BATCH = 512
-# Int8 range clipped to the central 99 % of component values: finer steps for the bulk of the data;
-# the rare clipped outliers only affect candidate order, which float32 rescoring corrects.
-_QUANTILE = 0.99
 _DATATYPES = {"float16": qe.VectorStorageDatatype.Float16, "float32": qe.VectorStorageDatatype.Float32}
+_SCHEMA: dict[str, qe.PayloadSchemaType | qe.IntegerIndexParams] = {
+    "geo": qe.PayloadSchemaType.Geo,
+    "keyword": qe.PayloadSchemaType.Keyword,
+    "datetime": qe.PayloadSchemaType.Datetime,
+    "float": qe.PayloadSchemaType.Float,
+    # Cell ids are matched only, never ranged, and get no filtered sub-graphs (see INDEXED_FIELDS).
+    "integer": qe.IntegerIndexParams(lookup=True, range=False, enable_hnsw=False),
+}
 
 
 class _DirLock:
@@ -115,8 +122,8 @@ def _prefetch(root: Path) -> None:
     """Ask the kernel to read a shard's files into the page cache in the background (Linux).
 
     Payloads and payload indexes are read on demand; on a machine that reclaims idle page cache, a
-    server's searches then paid ~1 ms disk reads per result (1M chips: first-pass p99 250-340 ms).
-    Skipped when the files would take more than half of the available memory.
+    server's first searches would otherwise pay a disk read per result. Skipped when the files would
+    take more than half of the available memory.
     """
     if not hasattr(os, "posix_fadvise"):
         return
@@ -153,15 +160,7 @@ def _unpack(payload: dict[str, Any] | None) -> dict[str, Any]:
     return payload
 
 
-def _vector_list(vector: Any) -> list[float] | None:
-    if vector is None:
-        return None
-    if isinstance(vector, dict):
-        vector = vector.get("")
-    return [float(v) for v in vector] if vector is not None else None
-
-
-class EdgeStore(BaseStore):
+class EdgeStore(ChipStore):
     backend = "edge"
 
     def __init__(self, store_dir: Path, *, model_id: str, dim: int, create: bool, options: StoreOptions) -> None:
@@ -210,11 +209,10 @@ class EdgeStore(BaseStore):
         for sub in ("chips", "scenes"):
             shutil.rmtree(self.dir / sub, ignore_errors=True)
         self._chips, self._scenes = self._create_shards()
-        meta = Meta(
-            model_id=self.model_id,
-            dim=self.dim,
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            extra={
+        meta = Meta.new(
+            self.model_id,
+            self.dim,
+            {
                 "hnsw_m": self.options.hnsw_m,
                 "ef_construct": self.options.ef_construct,
                 "vector_datatype": self.options.vector_datatype,
@@ -234,7 +232,7 @@ class EdgeStore(BaseStore):
             else None
         )
         quantization = (
-            qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=_QUANTILE, always_ram=True)
+            qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=INT8_QUANTILE, always_ram=True)
             if opts.quantization == "int8"
             else None
         )
@@ -254,17 +252,8 @@ class EdgeStore(BaseStore):
                 optimizers=optimizers,
             ),
         )
-        chips.update(qe.UpdateOperation.create_field_index("centre", qe.PayloadSchemaType.Geo))
-        chips.update(qe.UpdateOperation.create_field_index("scene_id", qe.PayloadSchemaType.Keyword))
-        chips.update(qe.UpdateOperation.create_field_index("datetime", qe.PayloadSchemaType.Datetime))
-        # Ranged by multi-scale searches. Measured once at 30k 256-d chips of 8 gsd values (busy 2 cores):
-        # HNSW build 66 s vs 60 s without it; gsd-filtered queries 1-2 ms instead of 46-117 ms unindexed
-        # (7-21 ms with the index but without its HNSW links, enable_hnsw=False).
-        chips.update(qe.UpdateOperation.create_field_index("gsd", qe.PayloadSchemaType.Float))
-        # Matched only, never ranged, and no filtered HNSW sub-graphs for it: with the default integer
-        # index the HNSW build took 98 s instead of 40 s at 100k chips (1,551 s at 1M; 611 s without cells).
-        cell_index = qe.IntegerIndexParams(lookup=True, range=False, enable_hnsw=False)
-        chips.update(qe.UpdateOperation.create_field_index("cell", cell_index))
+        for name, kind in INDEXED_FIELDS.items():
+            chips.update(qe.UpdateOperation.create_field_index(name, _SCHEMA[kind]))
         chips.flush()
         scenes = qe.EdgeShard.create(
             str(self.dir / "scenes"),
@@ -291,25 +280,11 @@ class EdgeStore(BaseStore):
             self.meta.margin_lat = max(self.meta.margin_lat, lat)
             _write_json(self.dir / "meta.json", self.meta.to_dict())
 
-    def _upsert_rows(self, rows: list[tuple[str, list[float], dict[str, Any]]]) -> None:
+    def _upsert_rows(self, rows: list[UpsertRow]) -> None:
         for i in range(0, len(rows), _BATCH):
             points = [qe.Point(pid, vec, _pack(payload)) for pid, vec, payload in rows[i : i + _BATCH]]
             with self._lock:
                 self._chips.update(qe.UpdateOperation.upsert_points(points))
-
-    def _params(self, exact: bool, filtered: bool) -> qe.SearchParams:
-        if exact:
-            # Float32 only: with int8 vectors present, exact=True alone took 7.8 ms for a 100-point box
-            # of a 100k store (0.2 ms ignoring them), and quantized scores could reorder near-ties.
-            return qe.SearchParams(exact=True, quantization=qe.QuantizationSearchParams(ignore=True))
-        # max_selectivity=1: ACORN whenever filtered. The default (0.4) is judged on the engine's
-        # cardinality estimate, which for a geo box was 15,099 where 1,233 matched: ACORN stayed off
-        # and filtered HNSW returned recall@10 0.38 (0.995 with ACORN), whatever hnsw_ef.
-        acorn = qe.AcornSearchParams(enable=True, max_selectivity=1.0) if (filtered and self.options.acorn) else None
-        # Rescoring with the float32 originals is what keeps quantized HNSW at recall >= 0.99; the
-        # setting only applies to segments that have quantized vectors (indexed ones).
-        quantization = qe.QuantizationSearchParams(rescore=True, oversampling=self.options.oversampling)
-        return qe.SearchParams(hnsw_ef=self.options.hnsw_ef, acorn=acorn, quantization=quantization)
 
     def _query(self, vector: list[float], where: Where, limit: int, exact: bool) -> list[Row]:
         flt = _edge_filter(where)
@@ -318,7 +293,7 @@ class EdgeStore(BaseStore):
             query=qe.Query.Nearest(vector),
             filter=flt,
             with_payload=True,
-            params=self._params(exact, flt is not None),
+            params=search_params(qe, self.options, exact=exact, filtered=flt is not None),
         )
         with self._lock:
             points = self._chips.query(req)
@@ -328,13 +303,9 @@ class EdgeStore(BaseStore):
         with self._lock:
             return int(self._chips.info().points_count)
 
-    def _count(self, where: Where) -> int:
+    def _count(self, where: Where, *, exact: bool) -> int:
         with self._lock:
-            return int(self._chips.count(qe.CountRequest(exact=True, filter=_edge_filter(where))))
-
-    def _estimate(self, where: Where) -> int:
-        with self._lock:
-            return int(self._chips.count(qe.CountRequest(exact=False, filter=_edge_filter(where))))
+            return int(self._chips.count(qe.CountRequest(exact=exact, filter=_edge_filter(where))))
 
     def _scroll(self, where: Where, limit: int, offset: str | None) -> tuple[list[Row], str | None]:
         req = qe.ScrollRequest(
@@ -352,10 +323,7 @@ class EdgeStore(BaseStore):
     def _retrieve(self, ids: list[str], with_vector: bool) -> list[Row]:
         with self._lock:
             records = self._chips.retrieve([uuid.UUID(i) for i in ids], with_payload=True, with_vector=with_vector)
-        return [
-            Row(id=str(r.id), payload=_unpack(r.payload), vector=_vector_list(r.vector) if with_vector else None)
-            for r in records
-        ]
+        return [record_row(r, _unpack(r.payload), with_vector=with_vector) for r in records]
 
     def _delete(self, where: Where) -> None:
         flt = _edge_filter(where)
@@ -424,16 +392,18 @@ class EdgeStore(BaseStore):
     def warm(self) -> None:
         """One exact scan of every vector, in the engine's own reading path.
 
-        Measured at 1M chips: the engine maps the vector file twice and prefaults only the mapping HNSW
-        reads; the first exact search over a region's ~10k chips then took 35-55 ms, a repeat 8-9 ms. The
-        scan (1M chips: 0.7 s float16, 1.6 s float32) maps those pages once; they are the same page-cache
-        pages, not new memory.
+        The engine maps the vector file twice and prefaults only the mapping HNSW reads, so the first
+        exact search over a region is several times slower than a repeat. The scan (time proportional
+        to the store's size) maps those pages once; they are the same page-cache pages, not new memory.
         """
         self._check_open()
         _prefetch(self.dir / "chips")
         probe = [1.0] + [0.0] * (self.dim - 1)
         req = qe.QueryRequest(
-            limit=1, query=qe.Query.Nearest(probe), with_payload=False, params=self._params(True, False)
+            limit=1,
+            query=qe.Query.Nearest(probe),
+            with_payload=False,
+            params=search_params(qe, self.options, exact=True, filtered=False),
         )
         with self._lock:
             self._chips.query(req)

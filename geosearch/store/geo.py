@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -84,7 +84,7 @@ def centre_boxes(boxes: Sequence[BBox], margin_lon: float, margin_lat: float) ->
 CELL_LEVELS: tuple[tuple[float, int], ...] = ((1.0, 0), (0.1, 1_000_000))
 """(cell size in degrees, id offset): every chip stores the id of its centre's cell at each level in
 the integer-indexed payload field `cell`. A box's cells give the engine a filter whose posting lists
-hold little more than the box's matches (Qdrant's own geo-box estimate was 1.4-18x the true count),
+hold little more than the box's matches (Qdrant's own geo-box estimate is a much looser upper bound),
 so small boxes need no exact count, and exact search walks ~the matches only."""
 CELL_LEVELS_META = [list(level) for level in CELL_LEVELS]
 """CELL_LEVELS as a collection records it in its metadata (JSON), to tell whether its chips carry `cell`."""
@@ -147,8 +147,7 @@ def box_cells(boxes: Sequence[BBox]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(cover, inner): cells holding every centre inside a box, and those of them lying wholly inside one.
 
     The cover is the coarse cells wholly inside a box plus fine cells for the rest, so it holds little
-    more than the box's matches (boxes of 1 % of 1M chips spread over the US: 1.13x, against ~2x for
-    the 28 whole 1° cells they meet).
+    more than the box's matches (far fewer extra centres than the whole coarse cells the box meets).
     Fine cells also overlap the inner block's outer ring: a centre on a coarse edge is covered whichever
     way floating point rounds its two cell indices. Beyond MAX_CELLS the cover is the coarse cells the
     boxes meet; ((), ()) when even those are too many. Each box has west <= east.
@@ -231,8 +230,8 @@ def _parse_instant(value: str, *, end: bool) -> str:
         # A bare date as the end of an interval means "through that day".
         parsed = parsed + timedelta(days=1) - timedelta(microseconds=1)
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def normalize_interval(interval: tuple[str | None, str | None]) -> tuple[str | None, str | None]:

@@ -12,27 +12,29 @@ import contextlib
 import threading
 import warnings
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from geosearch.errors import ModelMismatch, NotFound, StoreError, StoreLocked
-from geosearch.store.base import INDEXED_FIELDS, BaseStore, Meta, Row, StoreOptions, Where, collection_name, scenes_name
+from geosearch.store.base import ChipStore, UpsertRow
+from geosearch.store.collection import INDEXED_FIELDS, Meta, collection_name, scenes_name
 from geosearch.store.geo import CELL_LEVELS_META
+from geosearch.store.options import INT8_QUANTILE, StoreOptions
+from geosearch.store.params import search_params
+from geosearch.store.records import Row, Where, record_row
 
 _BATCH = 256
-_QUANTILE = 0.99  # as in geosearch.store.edge
 _DATATYPES = {"float16": qm.Datatype.FLOAT16, "float32": qm.Datatype.FLOAT32}
-_SCHEMA: dict[str, qm.PayloadSchemaType | qm.IntegerIndexParams] = {
-    "geo": qm.PayloadSchemaType.GEO,
-    "keyword": qm.PayloadSchemaType.KEYWORD,
-    "datetime": qm.PayloadSchemaType.DATETIME,
-    "float": qm.PayloadSchemaType.FLOAT,
-    # Cell ids are only matched, never ranged, and get no filtered sub-graphs (see geo.CELL_LEVELS).
-    "integer": qm.IntegerIndexParams(type=qm.IntegerIndexType.INTEGER, lookup=True, range=False, enable_hnsw=False),
-}
+
+
+def _index(kind: str) -> qm.PayloadSchemaType | qm.IntegerIndexParams:
+    """The server's payload index of an `INDEXED_FIELDS` kind."""
+    if kind == "integer":  # cell ids: matched only, never ranged, no filtered sub-graphs
+        return qm.IntegerIndexParams(type=qm.IntegerIndexType.INTEGER, lookup=True, range=False, enable_hnsw=False)
+    return qm.PayloadSchemaType(kind)
 
 
 def _instant(value: str | None) -> datetime | None:
@@ -72,15 +74,7 @@ def _qdrant_filter(where: Where) -> qm.Filter | None:
     return qm.Filter(must=must or None, must_not=must_not or None)
 
 
-def _vector_list(vector: Any) -> list[float] | None:
-    if vector is None:
-        return None
-    if isinstance(vector, dict):
-        vector = vector.get("")
-    return [float(v) for v in vector] if vector is not None else None
-
-
-class QdrantStore(BaseStore):
+class QdrantStore(ChipStore):
     backend = "qdrant"
 
     def __init__(
@@ -146,16 +140,11 @@ class QdrantStore(BaseStore):
             return meta
         if not create:
             raise NotFound(f"no collection for model {self.model_id} in {self.location}; ingest something first")
-        meta = Meta(
-            model_id=self.model_id,
-            dim=self.dim,
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            extra={"cell_levels": CELL_LEVELS_META},
-        )
+        meta = Meta.new(self.model_id, self.dim, {"cell_levels": CELL_LEVELS_META})
         opts = self.options
         quantization = (
             qm.ScalarQuantization(
-                scalar=qm.ScalarQuantizationConfig(type=qm.ScalarType.INT8, quantile=_QUANTILE, always_ram=True)
+                scalar=qm.ScalarQuantizationConfig(type=qm.ScalarType.INT8, quantile=INT8_QUANTILE, always_ram=True)
             )
             if opts.quantization == "int8"
             else None
@@ -178,7 +167,7 @@ class QdrantStore(BaseStore):
         )
         if not self.local:  # local mode ignores payload indexes (and warns)
             for name, kind in INDEXED_FIELDS.items():
-                self.client.create_payload_index(self.collection, name, _SCHEMA[kind], wait=True)
+                self.client.create_payload_index(self.collection, name, _index(kind), wait=True)
         self._create_scenes()
         return meta
 
@@ -214,7 +203,7 @@ class QdrantStore(BaseStore):
             self.client.update_collection(self.collection, metadata=current.to_dict())
             self.meta = current
 
-    def _upsert_rows(self, rows: list[tuple[str, list[float], dict[str, Any]]]) -> None:
+    def _upsert_rows(self, rows: list[UpsertRow]) -> None:
         for i in range(0, len(rows), _BATCH):
             points = [qm.PointStruct(id=pid, vector=vec, payload=p) for pid, vec, p in rows[i : i + _BATCH]]
             with self._errors():
@@ -222,14 +211,7 @@ class QdrantStore(BaseStore):
 
     def _query(self, vector: list[float], where: Where, limit: int, exact: bool) -> list[Row]:
         flt = _qdrant_filter(where)
-        if exact:
-            params = qm.SearchParams(exact=True, quantization=qm.QuantizationSearchParams(ignore=True))
-        else:
-            # ACORN whenever filtered: see geosearch.store.edge for why max_selectivity=1.
-            use_acorn = flt is not None and self.options.acorn
-            acorn = qm.AcornSearchParams(enable=True, max_selectivity=1.0) if use_acorn else None
-            rescore = qm.QuantizationSearchParams(rescore=True, oversampling=self.options.oversampling)
-            params = qm.SearchParams(hnsw_ef=self.options.hnsw_ef, acorn=acorn, quantization=rescore)
+        params = search_params(qm, self.options, exact=exact, filtered=flt is not None)
         with self._errors():
             res = self.client.query_points(
                 self.collection,
@@ -245,13 +227,9 @@ class QdrantStore(BaseStore):
         with self._errors():
             return int(self.client.count(self.collection, exact=False).count)
 
-    def _count(self, where: Where) -> int:
+    def _count(self, where: Where, *, exact: bool) -> int:
         with self._errors():
-            return int(self.client.count(self.collection, count_filter=_qdrant_filter(where), exact=True).count)
-
-    def _estimate(self, where: Where) -> int:
-        with self._errors():
-            return int(self.client.count(self.collection, count_filter=_qdrant_filter(where), exact=False).count)
+            return int(self.client.count(self.collection, count_filter=_qdrant_filter(where), exact=exact).count)
 
     def _scroll(self, where: Where, limit: int, offset: str | None) -> tuple[list[Row], str | None]:
         with self._errors():
@@ -268,10 +246,7 @@ class QdrantStore(BaseStore):
     def _retrieve(self, ids: list[str], with_vector: bool) -> list[Row]:
         with self._errors():
             records = self.client.retrieve(self.collection, ids=ids, with_payload=True, with_vectors=with_vector)
-        return [
-            Row(id=str(r.id), payload=r.payload or {}, vector=_vector_list(r.vector) if with_vector else None)
-            for r in records
-        ]
+        return [record_row(r, r.payload or {}, with_vector=with_vector) for r in records]
 
     def _delete(self, where: Where) -> None:
         flt = _qdrant_filter(where)

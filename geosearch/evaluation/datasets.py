@@ -1,4 +1,4 @@
-"""Karpathy-format caption datasets (UCM-Captions, AID + RSICD, ...) for training and evaluation.
+"""Karpathy-format caption datasets (UCM-Captions, AID + RSICD, ...): read by `geosearch eval` and by training.
 
 A dataset folder holds ``captions.json`` (``images[].filename``, ``.split``, ``.sentences[].raw``,
 optionally ``.class``) and ``images/``. UCM-Captions keeps its class names in a side CSV

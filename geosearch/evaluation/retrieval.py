@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from geosearch.evaluation.datasets import class_phrase
+
 KS = (1, 5, 10)
 
 
@@ -66,11 +68,9 @@ def zero_shot_accuracy(
 ) -> dict[str, Any]:
     """Scene classification by the nearest class prompt: accuracy in percent over `labels`' classes.
 
-    ``labels`` are dataset class ids (spoken through `data.class_phrase`); ``encode_texts`` maps
+    ``labels`` are dataset class ids (spoken through `datasets.class_phrase`); ``encode_texts`` maps
     prompts to L2-normalised vectors of the same space as ``img_emb``.
     """
-    from geosearch.training.data import class_phrase
-
     img = np.asarray(img_emb, dtype=np.float32)
     classes = sorted(set(labels))
     prompts = [t.format(class_phrase(c)) for c in classes for t in templates]

@@ -1,4 +1,8 @@
-"""Ingest end to end on real scenes and the embedded Qdrant engine."""
+"""Ingest end to end on real scenes and the embedded Qdrant engine.
+
+Tests marked slow load the real default models (`ingested`, `fresh_engine`) or ingest many scenes; the
+others run the tiny random CLIP (`tiny_engine`), which is all that threading, counting and filtering need.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,16 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 import rasterio
-from geosearch.tilers import TileOptions, open_scene
 from rasterio.transform import from_origin
 
-from geosearch.pipeline import IngestOptions, ingest
+from geosearch.errors import InvalidInput
+from geosearch.ingest import IngestOptions, IngestReport, SceneResult, SceneStatus, expand_paths, ingest
+from geosearch.schemas import SceneInfo
+from geosearch.tilers import TileOptions, open_scene
 
 
 def expected_chips(path: Path, options: TileOptions) -> tuple[int, int]:
@@ -29,10 +36,11 @@ def expected_chips(path: Path, options: TileOptions) -> tuple[int, int]:
     return kept, skipped
 
 
+@pytest.mark.slow
 def test_sample_scenes_ingest_with_exact_counts(ingested, sample_scenes) -> None:  # type: ignore[no-untyped-def]
     engine, report = ingested
     assert report.ok
-    assert [s.status for s in report.scenes] == ["ingested"] * len(sample_scenes)
+    assert [s.status for s in report.scenes] == [SceneStatus.INGESTED] * len(sample_scenes)
     for result, path in zip(report.scenes, sample_scenes, strict=True):
         assert (result.chips, result.skipped) == expected_chips(path, TileOptions())
         assert engine.store.count(scene=result.scene_id) == result.chips
@@ -46,6 +54,7 @@ def test_sample_scenes_ingest_with_exact_counts(ingested, sample_scenes) -> None
     assert all(h.payload.footprint["type"] == "Polygon" for h in hits)
 
 
+@pytest.mark.slow
 def test_every_shared_scene_ingests(fresh_engine, scenes_dir) -> None:  # type: ignore[no-untyped-def]
     """All shared scenes (UTM N/S, 3857, 4326; uint8/uint16; nodata, alpha, mask) go in, counted exactly."""
     paths = sorted(scenes_dir.rglob("*.tif"))
@@ -59,6 +68,7 @@ def test_every_shared_scene_ingests(fresh_engine, scenes_dir) -> None:  # type: 
     assert fresh_engine.store.count() == report.chips > 0
 
 
+@pytest.mark.slow
 def test_reingest_is_idempotent_and_delete_removes_everything(fresh_engine, scenes_dir) -> None:  # type: ignore[no-untyped-def]
     scene = scenes_dir / "rasterio" / "cogeo.tif"
     engine = fresh_engine
@@ -67,16 +77,16 @@ def test_reingest_is_idempotent_and_delete_removes_everything(fresh_engine, scen
     assert count == first.chips > 0
 
     again = ingest(engine, [scene])
-    assert again.scenes[0].status == "already"
+    assert again.scenes[0].status == SceneStatus.ALREADY
     assert engine.store.count() == count
 
     forced = ingest(engine, [scene], IngestOptions(force=True))
-    assert forced.scenes[0].status == "ingested"
+    assert forced.scenes[0].status == SceneStatus.INGESTED
     assert engine.store.count() == count  # same deterministic ids: overwritten, not duplicated
 
-    # Other settings re-chip the scene and leave no stale chips of the old grid.
+    # Other ingest parameters re-chip the scene and leave no stale chips of the old grid.
     strided = ingest(engine, [scene], IngestOptions(tile=TileOptions(stride=112), captions=False))
-    assert strided.scenes[0].status == "ingested"
+    assert strided.scenes[0].status == SceneStatus.INGESTED
     assert engine.store.count() == strided.chips > count
 
     removed = engine.delete_scene(first.scenes[0].scene_id or "")
@@ -85,19 +95,19 @@ def test_reingest_is_idempotent_and_delete_removes_everything(fresh_engine, scen
     assert engine.scenes() == []
 
 
-def test_failed_scene_does_not_stop_the_others(tmp_path, fresh_engine, scenes_dir) -> None:  # type: ignore[no-untyped-def]
+def test_failed_scene_does_not_stop_the_others(tmp_path, tiny_engine, scenes_dir) -> None:  # type: ignore[no-untyped-def]
     broken = tmp_path / "broken.tif"
     broken.write_bytes(b"not a tiff at all")
     no_crs = tmp_path / "no_crs.tif"
     with rasterio.open(no_crs, "w", driver="GTiff", width=300, height=300, count=3, dtype="uint8") as dst:
         dst.write(np.full((3, 300, 300), 100, dtype=np.uint8))
     good = scenes_dir / "rio-tiler" / "cog_rgb.tif"
-    report = ingest(fresh_engine, [broken, no_crs, tmp_path / "missing.tif", good], IngestOptions(captions=False))
+    report = ingest(tiny_engine, [broken, no_crs, tmp_path / "missing.tif", good], IngestOptions(captions=False))
     status = {Path(s.path).name: s for s in report.scenes}
     assert not report.ok
-    assert status["cog_rgb.tif"].status == "ingested" and status["cog_rgb.tif"].chips > 0
+    assert status["cog_rgb.tif"].status == SceneStatus.INGESTED and status["cog_rgb.tif"].chips > 0
     for name in ("broken.tif", "no_crs.tif", "missing.tif"):
-        assert status[name].status == "failed"
+        assert status[name].status == SceneStatus.FAILED
         assert status[name].error
     assert "CRS" in (status["no_crs.tif"].error or "") or "georeferenc" in (status["no_crs.tif"].error or "")
 
@@ -115,7 +125,7 @@ def stored_by_scale(engine) -> dict[int, dict[str, float]]:  # type: ignore[no-u
     return out
 
 
-def test_multiscale_ingest_counts_payloads_ids_and_settings(tiny_engine, scenes_dir) -> None:  # type: ignore[no-untyped-def]
+def test_multiscale_ingest_counts_payloads_ids_and_ingest_params(tiny_engine, scenes_dir) -> None:  # type: ignore[no-untyped-def]
     """cogeo.tif (1024², 0.597 m) at scales 1,4: 25 + 4 chips in one pass; scale 4 is 4x the gsd."""
     engine = tiny_engine
     scene = scenes_dir / "rasterio" / "cogeo.tif"
@@ -130,24 +140,24 @@ def test_multiscale_ingest_counts_payloads_ids_and_settings(tiny_engine, scenes_
     for scale, ids in stored.items():
         assert all(gsd == pytest.approx(native * scale, rel=1e-9) for gsd in ids.values())
     info = engine.store.get_scene(result.scene_id or "")
-    assert info is not None and info.settings["scales"] == [1, 4] and info.chips == 29
+    assert info is not None and info.ingest_params["scales"] == [1, 4] and info.chips == 29
 
-    # Same settings: skipped. Forced: the same ids again (deterministic), so overwritten, not duplicated.
-    assert ingest(engine, [scene], MULTI).scenes[0].status == "already"
-    assert ingest(engine, [scene], replace(MULTI, force=True)).scenes[0].status == "ingested"
+    # Same ingest parameters: skipped. Forced: the same ids again (deterministic), so overwritten, not duplicated.
+    assert ingest(engine, [scene], MULTI).scenes[0].status == SceneStatus.ALREADY
+    assert ingest(engine, [scene], replace(MULTI, force=True)).scenes[0].status == SceneStatus.INGESTED
     assert stored_by_scale(engine) == stored
 
     # Other scales re-chip: back to one scale, the coarse chips are gone and the native ids are kept.
     single = ingest(engine, [scene], IngestOptions(captions=False))
-    assert single.scenes[0].status == "ingested" and single.chips == 25
+    assert single.scenes[0].status == SceneStatus.INGESTED and single.chips == 25
     assert stored_by_scale(engine) == {1: stored[1]}
 
 
 def test_search_ranks_across_scales_and_filters_by_gsd(tiny_engine, scenes_dir) -> None:  # type: ignore[no-untyped-def]
-    from geosearch.schemas import SearchQuery
     from litestar.testing import TestClient
 
     from geosearch.api import create_app
+    from geosearch.schemas import SearchQuery
 
     engine = tiny_engine
     assert ingest(engine, [scenes_dir / "rasterio" / "cogeo.tif"], MULTI).ok
@@ -189,14 +199,14 @@ def write_scene_at(path: Path, source: Path, west: float, north: float, res: flo
 
 
 @pytest.fixture
-def antimeridian_engine(tmp_path, fresh_engine, scenes_dir):  # type: ignore[no-untyped-def]
+def antimeridian_engine(tmp_path, tiny_engine, scenes_dir):  # type: ignore[no-untyped-def]
     source = scenes_dir / "rasterio" / "cogeo.tif"
     write_scene_at(tmp_path / "west_of_180.tif", source, west=179.9, north=-15.0)
     write_scene_at(tmp_path / "east_of_180.tif", source, west=-179.99, north=-15.0)
     write_scene_at(tmp_path / "elsewhere.tif", source, west=10.0, north=45.0)
-    report = ingest(fresh_engine, sorted(tmp_path.glob("*.tif")), IngestOptions(captions=False))
+    report = ingest(tiny_engine, sorted(tmp_path.glob("*.tif")), IngestOptions(captions=False))
     assert report.ok
-    return fresh_engine
+    return tiny_engine
 
 
 def test_antimeridian_bbox(antimeridian_engine) -> None:  # type: ignore[no-untyped-def]
@@ -226,7 +236,7 @@ def test_antimeridian_bbox(antimeridian_engine) -> None:  # type: ignore[no-unty
 
 @pytest.mark.skipif(not hasattr(os, "getpriority"), reason="per-thread niceness is a Linux feature")
 @pytest.mark.parametrize("io_nice", [None, 7])
-def test_io_threads_yield_the_cpu_to_the_model(fresh_engine, scenes_dir, io_nice) -> None:  # type: ignore[no-untyped-def]
+def test_io_threads_yield_the_cpu_to_the_model(tiny_engine, scenes_dir, io_nice) -> None:  # type: ignore[no-untyped-def]
     """Store writes (and reads) run at `io_nice` so the model's threads win the cores; the caller's
     thread keeps its priority."""
     seen: list[int] = []
@@ -237,7 +247,7 @@ def test_io_threads_yield_the_cpu_to_the_model(fresh_engine, scenes_dir, io_nice
 
     base = os.getpriority(os.PRIO_PROCESS, 0)
     report = ingest(
-        fresh_engine, [scenes_dir / "rasterio" / "cogeo.tif"], IngestOptions(captions=False, io_nice=io_nice), progress
+        tiny_engine, [scenes_dir / "rasterio" / "cogeo.tif"], IngestOptions(captions=False, io_nice=io_nice), progress
     )
     assert report.ok and seen
     assert set(seen) == {base if io_nice is None else max(base, io_nice)}
@@ -245,12 +255,12 @@ def test_io_threads_yield_the_cpu_to_the_model(fresh_engine, scenes_dir, io_nice
 
 
 @pytest.mark.parametrize("interval", [None, 0.0005])
-def test_gil_switch_interval_only_while_ingesting(fresh_engine, scenes_dir, interval) -> None:  # type: ignore[no-untyped-def]
+def test_gil_switch_interval_only_while_ingesting(tiny_engine, scenes_dir, interval) -> None:  # type: ignore[no-untyped-def]
     """The short GIL switch interval holds while the stages run and the caller's setting comes back."""
     seen: list[float] = []
     before = sys.getswitchinterval()
     report = ingest(
-        fresh_engine,
+        tiny_engine,
         [scenes_dir / "rasterio" / "cogeo.tif"],
         IngestOptions(captions=False, gil_switch_interval=interval),
         lambda done, scenes, total: seen.append(sys.getswitchinterval()),
@@ -258,3 +268,61 @@ def test_gil_switch_interval_only_while_ingesting(fresh_engine, scenes_dir, inte
     assert report.ok and seen
     assert set(seen) == {before if interval is None else interval}
     assert sys.getswitchinterval() == before
+
+
+def test_report_statuses_are_the_scene_status_enum(tmp_path, tiny_engine, scenes_dir) -> None:  # type: ignore[no-untyped-def]
+    """Each scene ends INGESTED, ALREADY or FAILED (never PENDING); the members equal their old strings."""
+    good = scenes_dir / "rio-tiler" / "cog_rgb.tif"
+    options = IngestOptions(captions=False)
+    first = ingest(tiny_engine, [tmp_path / "missing.tif", good], options)
+    assert [s.status for s in first.scenes] == [SceneStatus.FAILED, SceneStatus.INGESTED]
+    assert all(isinstance(s.status, SceneStatus) for s in first.scenes)
+    again = ingest(tiny_engine, [good], options)
+    assert [s.status for s in again.scenes] == [SceneStatus.ALREADY]
+    assert again.scenes[0].chips == first.scenes[1].chips > 0
+    assert [first.count(s) for s in (SceneStatus.INGESTED, SceneStatus.FAILED, SceneStatus.ALREADY)] == [1, 1, 0]
+    assert not first.ok and again.ok
+    assert {m.value for m in SceneStatus} == {"pending", "ingested", "already", "failed"}
+    assert SceneStatus.FAILED == "failed" and f"{SceneStatus.ALREADY}" == "already"  # prints as before
+
+
+def test_report_totals() -> None:
+    scenes = [
+        SceneResult(path="a.tif", status=SceneStatus.INGESTED, chips=5, skipped=2),
+        SceneResult(path="b.tif", status=SceneStatus.ALREADY, chips=3),
+    ]
+    report = IngestReport(scenes=scenes, seconds=1.0, stage_seconds={})
+    assert report.ok and (report.chips, report.skipped) == (8, 2)
+    failed = IngestReport(
+        scenes=[*scenes, SceneResult("c.tif", SceneStatus.FAILED, error="bad")], seconds=1.0, stage_seconds={}
+    )
+    assert not failed.ok and failed.count(SceneStatus.FAILED) == 1
+
+
+def test_scene_record_from_before_ingest_params_is_reingested_once(tiny_engine, scenes_dir) -> None:  # type: ignore[no-untyped-def]
+    """A stored record with the old `settings` key decodes (the key is ignored) with empty ingest_params,
+    so its scene is ingested again, over the same chip ids, and then skipped."""
+    record = {"id": "s", "path": "p", "crs": "EPSG:4326", "width": 1, "height": 1, "chips": 1, "skipped": 0}
+    old = msgspec.convert({**record, "bbox": [0, 0, 1, 1], "settings": {"chip_size": 224}}, SceneInfo)
+    assert old.ingest_params == {}
+    scene = scenes_dir / "rio-tiler" / "cog_rgb.tif"
+    options = IngestOptions(captions=False)
+    first = ingest(tiny_engine, [scene], options)
+    scene_id = first.scenes[0].scene_id or ""
+    info = tiny_engine.store.get_scene(scene_id)
+    assert info is not None and info.ingest_params["captioner"] is None
+    tiny_engine.store.put_scene(msgspec.structs.replace(info, ingest_params={}))  # as an old record reads
+    redo = ingest(tiny_engine, [scene], options)
+    assert redo.scenes[0].status == SceneStatus.INGESTED and redo.chips == first.chips
+    assert tiny_engine.store.count() == first.chips
+    assert ingest(tiny_engine, [scene], options).scenes[0].status == SceneStatus.ALREADY
+
+
+def test_expand_paths_folders_globs_missing_and_duplicates(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    for name in ("b.TIF", "sub/a.tif", "sub/c.jp2", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    found = expand_paths([tmp_path, str(tmp_path / "sub" / "*.tif"), tmp_path / "missing.tif"])
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["b.TIF", "sub/a.tif", "sub/c.jp2", "missing.tif"]
+    with pytest.raises(InvalidInput):
+        expand_paths([tmp_path / "empty-*.tif"])

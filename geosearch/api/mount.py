@@ -1,8 +1,8 @@
-"""Mount the whole geosearch API into any Litestar app.
+"""Mount the whole geosearch API into any Litestar app (an init plugin, in Litestar's terms).
 
-    app = Litestar(plugins=[GeoSearchPlugin(settings=Settings(store="/data/store"), path="/geo")])
+    app = Litestar(plugins=[GeoSearchMount(config=Config(store="/data/store"), path="/geo")])
 
-The plugin adds the routes, the error table and CORS (unless the app configures CORS itself),
+The mount adds the routes, the error table and CORS (unless the app configures CORS itself),
 and opens the engine at startup / closes it at shutdown unless you pass an open `Engine`.
 """
 
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from litestar.config.cors import CORSConfig
 from litestar.plugins import InitPluginProtocol
 
-from geosearch.config import Settings
+from geosearch.config import Config
 from geosearch.errors import GeoSearchError
 
 if TYPE_CHECKING:
@@ -23,18 +23,24 @@ if TYPE_CHECKING:
     from geosearch.engine import Engine
 
 
-class GeoSearchPlugin(InitPluginProtocol):
-    def __init__(self, engine: Engine | None = None, *, settings: Settings | None = None, path: str = "/") -> None:
+class GeoSearchMount(InitPluginProtocol):
+    def __init__(self, engine: Engine | None = None, *, config: Config | None = None, path: str = "/") -> None:
         self.engine = engine
-        self.settings = settings
+        self.config = config
         self.path = path
         self._owns_engine = engine is None
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         from geosearch.api.errors import handle_geosearch_error
+        from geosearch.api.ogc import make_ogc_router
         from geosearch.api.routes import make_router
+        from geosearch.api.tiles import make_tiles_router
+        from geosearch.api.web import make_map_router
 
         app_config.route_handlers.append(make_router(self.path))
+        app_config.route_handlers.append(make_tiles_router(self.path))  # web map tiles
+        app_config.route_handlers.append(make_map_router(self.path))  # the web map at /map
+        app_config.route_handlers.append(make_ogc_router(self.path.rstrip("/") + "/ogc"))  # OGC API Features
         app_config.exception_handlers.setdefault(GeoSearchError, handle_geosearch_error)
         if app_config.cors_config is None:
             app_config.cors_config = CORSConfig(allow_origins=["*"], allow_methods=["GET", "POST", "DELETE"])
@@ -47,7 +53,7 @@ class GeoSearchPlugin(InitPluginProtocol):
         from geosearch.engine import Engine
 
         if self.engine is None:
-            self.engine = Engine.open(self.settings or Settings.from_env())
+            self.engine = Engine.open(self.config or Config.from_env())
         self.engine.store.warm()  # a server's first searches as fast as its later ones
         getattr(self.engine.embedder, "relevance", None)  # builds the relevance reference set now
         app.state[ENGINE_STATE_KEY] = self.engine

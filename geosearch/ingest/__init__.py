@@ -1,0 +1,35 @@
+"""Ingest: scenes → chips → embeddings (+ captions) → store, as three overlapping stages.
+
+    reader thread ──q──▶ model (calling thread) ──q──▶ writer thread
+
+The reader decodes chip batches with a small thread pool (GDAL releases the GIL), the model stage
+embeds and captions, the writer upserts. Queues are bounded, so memory is a few batches whatever the
+scene size, and no stage waits for a whole scene. A scene is recorded as ingested only after its last
+chip is written, so an interrupted run redoes it next time.
+
+Modules, in the order a run uses them:
+
+- `options`: `IngestOptions`, what to chip and how to schedule it.
+- `paths`: `expand_paths`, files / folders / globs → raster files.
+- `ingestor`: `Ingestor` (`plan`, then `run`) and `ingest`, which does both.
+- `runtime`: the process and thread environment of a run (GDAL cache, GIL interval, thread niceness).
+- `flow`: the messages between the stages and the `RunState` they share.
+- `read`, `model`, `write`: the stages (read + tile → embed + caption → write).
+- `report`: `IngestReport`, one `SceneResult` and `SceneStatus` per scene.
+"""
+
+from geosearch.ingest.ingestor import Ingestor, ingest
+from geosearch.ingest.options import IngestOptions
+from geosearch.ingest.paths import RASTER_SUFFIXES, expand_paths
+from geosearch.ingest.report import IngestReport, SceneResult, SceneStatus
+
+__all__ = [
+    "RASTER_SUFFIXES",
+    "IngestOptions",
+    "IngestReport",
+    "Ingestor",
+    "SceneResult",
+    "SceneStatus",
+    "expand_paths",
+    "ingest",
+]
