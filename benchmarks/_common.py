@@ -55,6 +55,39 @@ def proc_status(pid: int | str = "self") -> dict[str, int]:
     return out
 
 
+def proc_counts(pid: int | str = "self") -> dict[str, int]:
+    """Threads, and CPU seconds (user + system) x 100, of a process (Linux /proc): what `proc_status`
+    leaves out because /proc gives them without a kB unit."""
+    out: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Threads:"):
+                out["Threads"] = int(line.split()[1])
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        out["cpu_cs"] = round((int(fields[11]) + int(fields[12])) * 100 / ticks)  # utime + stime
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+def memory_mb(pid: int | str = "self") -> dict[str, Any]:
+    """A process's memory in MiB (RSS, PSS, anonymous and file-backed RSS, peak RSS), its thread count
+    and CPU seconds so far: one probe for reports that follow a process over time."""
+    status, counts = proc_status(pid), proc_counts(pid)
+    return {
+        "rss_mb": mb(status.get("VmRSS")),
+        "pss_mb": mb(status.get("Pss")),
+        "rss_anon_mb": mb(status.get("RssAnon")),
+        "rss_file_mb": mb(status.get("RssFile")),
+        # pages only this process maps: unlike PSS, not moved by other processes mapping the same files
+        "private_mb": mb(status["Private_Clean"] + status["Private_Dirty"]) if "Private_Dirty" in status else None,
+        "peak_rss_mb": mb(status.get("VmHWM")),
+        "threads": counts.get("Threads"),
+        "cpu_s": None if "cpu_cs" not in counts else counts["cpu_cs"] / 100,
+    }
+
+
 def rss_bytes() -> int:
     return proc_status().get("VmRSS", 0)
 
@@ -153,6 +186,16 @@ def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
         "mean_ms": round(statistics.fmean(ms), 3) if ms else float("nan"),
         "n": len(ms),
     }
+
+
+def latency_percentiles(seconds: Sequence[float], qs: Sequence[float] = (50, 95, 99)) -> dict[str, float]:
+    """Percentiles (``p50_ms`` ...), mean and max of latencies in seconds, in ms, and their count."""
+    ms = np.asarray(seconds, dtype=np.float64) * 1e3
+    out = {f"p{q:g}_ms": round(percentile(ms.tolist(), q), 3) for q in qs}
+    out["mean_ms"] = round(float(ms.mean()), 3) if len(ms) else float("nan")
+    out["max_ms"] = round(float(ms.max()), 3) if len(ms) else float("nan")
+    out["n"] = len(ms)
+    return out
 
 
 # ---- machine and summary ------------------------------------------------------------------------

@@ -15,8 +15,9 @@ at 2,500^2, 5,000^2 and 10,000^2 px. Each configuration runs in a fresh child pr
   plus captioning as the pipeline does it: `caption_vectors` on the chip vectors when the captioner
   shares the embedder).
 
-Efficiency = end-to-end chips/s / model-only chips/s (target >= 0.85). Both run with
-OMP_WAIT_POLICY=PASSIVE unless it is set, as `geosearch ingest` runs (see geosearch.ingest.runtime).
+Efficiency = end-to-end chips/s / model-only chips/s (target >= 0.85). Both run in the process set-up
+of `geosearch ingest` (`geosearch.ingest.runtime.prepare_process`: OMP_WAIT_POLICY=PASSIVE unless it is
+set), and `ingest()` applies the same per-run runtime as the command (GDAL cache, GIL interval, niceness).
 Memory is flat when peak RSS at 10,000^2 is about that at 2,500^2 (`ingest_rss_growth_ratio`, first
 ingest of each fresh process; the peak after every round is listed too).
 
@@ -29,10 +30,6 @@ Writes benchmarks/results/ingest.json and updates its keys of benchmarks/results
 """
 
 from __future__ import annotations
-
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `geosearch ingest` sets it, before torch loads
 
 import argparse
 import json
@@ -47,8 +44,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from geosearch.ingest.runtime import prepare_process
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C
+
+prepare_process()  # as `geosearch ingest` does, before torch loads (nothing above imports it)
 
 CELL = 512
 GSD = 0.6
@@ -160,6 +161,8 @@ class Round:
     """Process peak RSS after the round (ru_maxrss only grows)."""
     rss_after: int
     disk: int
+    runtime: dict[str, object]
+    """What the run ran with, read back from the process (`IngestReport.runtime`)."""
 
 
 def sample_chips(scene_path: str, n: int) -> NDArray[np.uint8]:
@@ -192,7 +195,7 @@ def ingest_round(embedder: Any, captioner: Any, scene: str, options: Any) -> Rou
         disk = C.dir_size(store_dir)
     finally:
         shutil.rmtree(store_dir, ignore_errors=True)
-    return Round(report.chips, report.skipped, wall, report.stage_seconds, peak, rss_after, disk)
+    return Round(report.chips, report.skipped, wall, report.stage_seconds, peak, rss_after, disk, report.runtime)
 
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:
@@ -270,6 +273,7 @@ def child_result(
         "model_only_chips_per_s": round(model_rate, 2),
         "model_only_passes_chips_per_s": [round(x, 1) for x in model.rates],
         "gdal_cache_mb": options.gdal_cache_mb,
+        "ingest_runtime": first.runtime,  # GDAL's cache cap in bytes as GDAL reported it during the run, ...
         "io_nice": options.io_nice,
         "efficiency": round(e2e / model_rate, 3),
         "rss_start_mb": C.mb(rss_start),

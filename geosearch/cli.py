@@ -1,6 +1,7 @@
 """``geosearch`` command line: ingest, search, serve, scenes, delete, export, eval.
 
-Errors a user can cause print one line ``geosearch: error: ...`` and exit non-zero; no tracebacks.
+Every error prints one line ``geosearch: error: ...`` and exits non-zero; tracebacks (and debug logs)
+only with ``--debug``.
 """
 
 from __future__ import annotations
@@ -8,14 +9,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from geosearch.config import Config, parse_store_options
 from geosearch.errors import GeoSearchError, InvalidInput
+
+if TYPE_CHECKING:
+    from geosearch.ingest import IngestReport
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -48,7 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     ingest = sub.add_parser("ingest", help="chip, embed, caption and store GeoTIFF scenes")
-    ingest.add_argument("paths", nargs="+", help="files, folders or glob patterns")
+    ingest.add_argument(
+        "paths",
+        nargs="*",
+        help="files, folders, glob patterns, raster URLs (read in place, no download) or STAC .json files/URLs",
+    )
     _store_options(ingest)
     ingest.add_argument("--captioner", help="captioner spec (default: the offline default captioner)")
     ingest.add_argument("--chip-size", type=int, default=224)
@@ -66,6 +75,17 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--no-captions", action="store_true", help="embed only")
     ingest.add_argument("--force", action="store_true", help="re-ingest scenes already in the store")
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
+    ingest.add_argument(
+        "--stac", metavar="URL_OR_FILE", help="a STAC Item/ItemCollection/Collection/Catalog, or a STAC API to search"
+    )
+    ingest.add_argument("--collection", metavar="ID", help="STAC: only Items of this collection")
+    ingest.add_argument(
+        "--asset", metavar="NAME", help="STAC: the asset to chip (default: the first RGB-ish COG, e.g. 'visual')"
+    )
+    ingest.add_argument(
+        "--bbox", help="minx,miny,maxx,maxy (lon/lat): STAC Items meeting it, and only the chips inside it"
+    )
+    ingest.add_argument("--datetime", help="STAC: Items at this RFC 3339 time or in this interval (a/b, .. open)")
 
     search = sub.add_parser("search", help="natural-language search")
     search.add_argument("text")
@@ -80,8 +100,17 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP API")
     _store_options(serve)
     serve.add_argument("--captioner")
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1); any other than loopback needs GEOSEARCH_API_KEY or --insecure",
+    )
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve a non-loopback host without an API key: anyone who reaches it can delete scenes",
+    )
 
     scenes = sub.add_parser("scenes", help="list ingested scenes")
     _store_options(scenes)
@@ -99,7 +128,32 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--limit", type=int, help="chips to write (with --q: default 100, at most 10000; else all)")
 
     sub.add_parser("eval", help="score the models on a Karpathy-format dataset (geosearch eval --help)", add_help=False)
+    _debug_flag(parser, sub)
     return parser
+
+
+_DEBUG_HELP = "print tracebacks with errors, and debug logs (e.g. ingest's runtime and every batch written) on stderr"
+
+
+def _debug_flag(parser: argparse.ArgumentParser, sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`--debug` before the command or after it (`geosearch --debug ingest ...`, `geosearch ingest ... --debug`)."""
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    for name, command in sub.choices.items():
+        if name != "eval":  # eval parses its own arguments
+            command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
+
+
+def _configure_logging(debug: bool) -> None:
+    """With --debug, geosearch's loggers write DEBUG records to stderr; without, logging is left as is."""
+    if not debug:
+        return
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("geosearch: debug: %(name)s: %(message)s"))
+    logger = logging.getLogger("geosearch")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -124,11 +178,11 @@ def _ints(text: str | None, flag: str, what: str) -> tuple[int, ...] | None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see geosearch.ingest.runtime
-    from tqdm import tqdm
+    from geosearch.ingest.runtime import prepare_process
 
+    prepare_process()  # before torch loads: see geosearch.ingest.runtime
     from geosearch.engine import Engine
-    from geosearch.ingest import IngestOptions, Ingestor, SceneStatus, expand_paths
+    from geosearch.ingest import IngestOptions, expand_paths, ingest
     from geosearch.tilers import TileOptions
 
     if args.batch_size < 1:
@@ -142,30 +196,60 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         scales=_ints(args.scales, "--scales", "integer factors, e.g. 1,4") or (),
     )
     options = IngestOptions(tile=tile, batch_size=args.batch_size, captions=not args.no_captions, force=args.force)
-    paths = expand_paths(args.paths)
-    with Engine.open(_config(args)) as engine:
-        bar = tqdm(total=0, unit="chip", disable=args.quiet, dynamic_ncols=True, file=sys.stderr)
-        scene_count = len(paths)
+    paths = expand_paths(args.paths, **_source_options(args))  # nothing to ingest fails here, before models load
+    with Engine.open(_config(args)) as engine, _progress_bar(len(paths), quiet=args.quiet) as progress:
+        report = ingest(engine, paths, options, progress)
+    _print_ingest_summary(report, tile.min_valid)
+    return 0 if report.ok else EXIT_FAILED
 
-        def progress(chips: int, scenes_done: int, total: int) -> None:
-            bar.total = total
-            bar.update(chips - bar.n)
-            bar.set_postfix_str(f"scenes {scenes_done}/{scene_count}", refresh=False)
 
-        ingestor = Ingestor(engine, options, progress)
-        jobs = ingestor.plan(paths)
-        bar.total = ingestor.total_chips
-        try:
-            report = ingestor.run(jobs)
-        finally:
-            bar.close()
+def _source_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`expand_paths`'s STAC and area options from `geosearch ingest`'s flags."""
+    from geosearch.query import parse_bbox
+
+    if not args.paths and not args.stac:
+        raise InvalidInput("give files, folders, URLs or STAC documents to ingest, or --stac URL_OR_FILE")
+    area = parse_bbox(args.bbox)
+    if area is not None and area[0] > area[2]:
+        raise InvalidInput("ingest --bbox cannot cross the antimeridian (minx > maxx): ingest each side apart")
+    return {
+        "stac": args.stac,
+        "collection": args.collection,
+        "asset": args.asset,
+        "area": area,
+        "datetime": args.datetime,
+    }
+
+
+@contextmanager
+def _progress_bar(scene_count: int, *, quiet: bool) -> Iterator[Callable[[int, int, int], None]]:
+    """A tqdm bar on stderr (chips/s, ETA) fed by ingest's progress callback; closed on the way out."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="chip", disable=quiet, dynamic_ncols=True, file=sys.stderr)
+
+    def progress(chips: int, scenes_done: int, total: int) -> None:
+        bar.total = total
+        bar.update(chips - bar.n)
+        bar.set_postfix_str(f"scenes {scenes_done}/{scene_count}", refresh=False)
+
+    try:
+        yield progress
+    finally:
+        bar.close()
+
+
+def _print_ingest_summary(report: IngestReport, min_valid: float) -> None:
+    """One line per scene (failures as "path: reason" on stderr), then the totals."""
+    from geosearch.ingest import SceneStatus
+
     for scene in report.scenes:
         if scene.status == SceneStatus.FAILED:
             print(f"failed   {scene.path}: {scene.error}", file=sys.stderr)
         elif scene.status == SceneStatus.ALREADY:
             print(f"already  {scene.path} ({scene.chips} chips; --force to redo)")
         else:
-            why = f" skipped (valid < {tile.min_valid})" if scene.skipped else " skipped"
+            why = f" skipped (valid < {min_valid})" if scene.skipped else " skipped"
             print(f"ingested {scene.path}: {scene.chips} chips, {scene.skipped}{why}")
     rate = report.chips / report.seconds if report.seconds > 0 else 0.0
     print(
@@ -173,7 +257,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         f"{report.count(SceneStatus.FAILED)} failed; {report.chips} chips written, {report.skipped} skipped "
         f"(mostly nodata); {report.seconds:.1f} s ({rate:.1f} chips/s)"
     )
-    return 0 if report.ok else EXIT_FAILED
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -209,6 +292,11 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from geosearch.api.security import serve_config
+
+    # Host policy, API key, rate limit, CORS and timeout (env GEOSEARCH_*): refused before any model loads.
+    config = serve_config(_config(args), args.host, insecure=args.insecure)
+
     import uvicorn
 
     from geosearch.api import create_app
@@ -220,9 +308,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # The server only encodes short queries: a second intra-op thread gains little on idle cores
         # and stalls whenever the other core is busy; one thread degrades gently.
         torch.set_num_threads(1)
-    engine = Engine.open(_config(args))  # fail fast, before binding the port
+    engine = Engine.open(config)  # fail fast, before binding the port
     try:
-        uvicorn.run(create_app(engine), host=args.host, port=args.port, log_level="info")
+        uvicorn.run(create_app(engine, config), host=args.host, port=args.port, log_level="info")
     finally:
         engine.close()
     return 0
@@ -285,20 +373,41 @@ def _join_negative_values(argv: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Errors print one line ``geosearch: error: ...`` (exit 2 for bad input, else 1);
+    with --debug, the traceback comes first."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["--debug", "eval"]:
+        argv = argv[1:]
+        _configure_logging(True)
     if argv[:1] == ["eval"]:
         from geosearch.evaluation import main as eval_main
 
         return eval_main(argv[1:])
     args = _parser().parse_args(_join_negative_values(argv))
+    debug = bool(args.debug)
+    _configure_logging(debug)
     try:
         return int(COMMANDS[args.command](args))
     except GeoSearchError as exc:
+        _traceback(debug)
         print(f"geosearch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, InvalidInput) else EXIT_FAILED
     except KeyboardInterrupt:
+        _traceback(debug)
         print("geosearch: interrupted; finished scenes are kept, the rest resume on the next run", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or an environment problem: still one line, the traceback with --debug
+        _traceback(debug)
+        hint = "" if debug else " (run with --debug for the traceback)"
+        print(f"geosearch: error: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _traceback(debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exc()
 
 
 if __name__ == "__main__":

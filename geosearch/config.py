@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from geosearch.errors import InvalidInput
+
+DEFAULT_REQUEST_TIMEOUT = 30.0
+RATE_UNITS = ("second", "minute", "hour", "day")
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,13 @@ class Config:
     ``GEOSEARCH_DEVICE``, ``GEOSEARCH_MODEL_RUNTIME`` (onnx, torch or auto), ``GEOSEARCH_STORE_OPTIONS``
     (a JSON object of `open_store` options, e.g. ``{"vector_datatype": "float16"}``; those that shape a
     collection apply when it is created).
+
+    The HTTP API also reads (see `geosearch.api.security`): ``GEOSEARCH_API_KEY`` (the key every write
+    request must carry; unset: writes are open, and ``geosearch serve`` refuses a non-loopback host),
+    ``GEOSEARCH_RATE_LIMIT`` (``N/second|minute|hour|day`` per client address; unset: no limit),
+    ``GEOSEARCH_CORS_ORIGINS`` (comma list of allowed browser origins, ``*`` for any, ``none`` for none;
+    unset: any origin on a loopback host, none otherwise) and ``GEOSEARCH_REQUEST_TIMEOUT`` (seconds a
+    search, tile or chip rendering may take before the API answers 503; default 30).
     """
 
     store: str | None = None
@@ -33,6 +44,14 @@ class Config:
     """Embedder runtime: 'onnx', 'torch' or 'auto' (None: the plugin's default, auto for the default model)."""
     batch_size: int = 32
     store_options: dict[str, Any] = field(default_factory=dict)
+    api_key: str | None = None
+    """Key that write requests (DELETE) must carry in ``X-API-Key`` or ``Authorization: Bearer``."""
+    rate_limit: tuple[str, int] | None = None
+    """(unit, requests) per client address, e.g. ("minute", 600); None: no rate limit."""
+    cors_origins: tuple[str, ...] | None = None
+    """Allowed browser origins; () for none; None: decided by the host served on (open on loopback)."""
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    """Seconds a search, tile or chip rendering may take before the API gives up with a 503."""
 
     @classmethod
     def from_env(cls, **overrides: object) -> Config:
@@ -46,6 +65,10 @@ class Config:
             "device": env.get("GEOSEARCH_DEVICE") or None,
             "model_runtime": env.get("GEOSEARCH_MODEL_RUNTIME") or None,
             "store_options": _json_object(env.get("GEOSEARCH_STORE_OPTIONS") or "{}", "GEOSEARCH_STORE_OPTIONS"),
+            "api_key": env.get("GEOSEARCH_API_KEY") or None,
+            "rate_limit": parse_rate_limit(env.get("GEOSEARCH_RATE_LIMIT"), "GEOSEARCH_RATE_LIMIT"),
+            "cors_origins": parse_origins(env.get("GEOSEARCH_CORS_ORIGINS")),
+            "request_timeout": parse_timeout(env.get("GEOSEARCH_REQUEST_TIMEOUT"), "GEOSEARCH_REQUEST_TIMEOUT"),
         }
         given = {k: v for k, v in overrides.items() if v is not None}
         if "store" in given and "qdrant_url" not in given:
@@ -54,6 +77,42 @@ class Config:
             values["qdrant_url"] = None
         values.update(given)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def parse_rate_limit(text: str | None, what: str = "rate limit") -> tuple[str, int] | None:
+    """``600/minute`` -> ("minute", 600); empty or None -> None (no limit)."""
+    if text is None or not text.strip():
+        return None
+    count, sep, unit = text.strip().partition("/")
+    unit = unit.strip().lower().removesuffix("s")
+    try:
+        n = int(count)
+    except ValueError:
+        n = 0
+    if not sep or unit not in RATE_UNITS or n < 1:
+        raise InvalidInput(f"{what} must be N/{'|'.join(RATE_UNITS)} with N >= 1 (e.g. 600/minute), got {text!r}")
+    return unit, n
+
+
+def parse_origins(text: str | None) -> tuple[str, ...] | None:
+    """A comma list of origins; ``none`` -> () (no cross-origin access); empty or None -> None (default)."""
+    if text is None or not text.strip():
+        return None
+    origins = tuple(o.strip().rstrip("/") for o in text.split(",") if o.strip())
+    return () if origins == ("none",) else origins
+
+
+def parse_timeout(text: str | None, what: str = "request timeout") -> float:
+    """Seconds, > 0 and finite; empty or None -> the default."""
+    if text is None or not text.strip():
+        return DEFAULT_REQUEST_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise InvalidInput(f"{what} must be a positive number of seconds, got {text!r}")
+    return seconds
 
 
 def _json_object(text: str, what: str) -> dict[str, Any]:

@@ -149,7 +149,9 @@ class Engine:
         return info
 
     def delete_scene(self, scene_id: str) -> int:
-        self.scene(scene_id)
+        """Delete a scene, complete or left unfinished by a stopped run; NotFound if the store has neither."""
+        if self.store.get_scene(scene_id) is None and scene_id not in self.store.unfinished_scenes():
+            raise NotFound(f"no scene with id {scene_id!r}")
         return self.store.delete_scene(scene_id)
 
     def health(self) -> dict[str, object]:

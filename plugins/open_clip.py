@@ -3,7 +3,9 @@
 Spec syntax (the part after ``open_clip:`` or a bare spec routed here by the registry):
 
 - ``ViT-B-32/laion2b_s34b_b79k``  built-in architecture + pretrained tag (downloads; cached)
-- ``ViT-B-32``                    built-in architecture with random weights (tests, smoke runs)
+- ``ViT-B-32``                    built-in architecture with random weights (tests, smoke runs),
+                                  initialised from a fixed seed: the same architecture gives the same
+                                  weights on every load
 - ``hf-hub:org/repo``             config + weights from the Hugging Face Hub
 - ``local-dir:/path``             folder with ``open_clip_config.json`` + a weights file
 - ``/path/ckpt.pt``               checkpoint file; the architecture is read from an
@@ -11,6 +13,16 @@ Spec syntax (the part after ``open_clip:`` or a bare spec routed here by the reg
                                   (RemoteCLIP-ViT-B-32.pt, RS5M_ViT-B-32.pt, SkyCLIP ...)
 - ``ARCH=/path/ckpt.pt`` or ``ARCH:/path/ckpt.pt``   checkpoint file for a named architecture
                                   (RemoteCLIP, GeoRSCLIP and SkyCLIP ship plain open_clip state dicts)
+
+Model ids (the store keeps one collection per id) name the spec and the weights' content, so a store
+never mixes the vectors of two models: ``open_clip:ARCH/TAG@D``, ``open_clip:hf-hub:ORG/REPO@D``,
+``open_clip:ARCH@D`` (checkpoint file) and ``open_clip:FOLDER@D`` (local-dir), where D is the start of
+the sha256 of the weights file's bytes (`file_digest`: hashed once per file version, then cached), and
+``open_clip:ARCH@random-D`` for random weights, where D hashes the initialised state dict (`state_digest`).
+The same weights file reached as ``local-dir:/dir`` or as ``/dir/<weights file>`` (a config beside it)
+is one spec and gets one id; under another architecture name (``ARCH=/dir/<weights file>``), or saved
+in another format, it gets another id: ids hash files, not tensors, and do not assume two names denote
+one architecture.
 
 Preprocessing is done on tensors for the whole batch (resize to the model's image size,
 the model's own mean/std), not per image with PIL: chips are already square uint8 RGB.
@@ -22,6 +34,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import re
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -35,7 +48,7 @@ from open_clip.hf_model import HFTextEncoder
 from torch import nn
 
 from geosearch.errors import ModelError
-from geosearch.plugins.base import Embedder, ImageBatch, Relevance, Vectors, check_image_batch
+from geosearch.plugins.base import Embedder, ImageBatch, Relevance, Vectors, cache_root, check_image_batch
 from geosearch.plugins.caption_memory import CaptionMemory
 
 log = logging.getLogger(__name__)
@@ -44,6 +57,10 @@ PRECISIONS = ("auto", "fp32", "bf16")
 RUNTIMES = ("auto", "torch", "onnx")
 """``onnx``: ONNX Runtime towers (geosearch-lite-clip only, see onnx_runtime.py); ``auto`` picks per model."""
 _CKPT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+DIGEST_LENGTH = 12
+"""Hex digits of a weights digest in a model id."""
+RANDOM_SEED = 0
+"""Seed of random-weight models (a bare architecture name): one architecture, one set of weights."""
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -226,12 +243,45 @@ def _is_cnn(model: nn.Module) -> bool:
     )
 
 
-def file_digest(path: Path, length: int = 12) -> str:
-    """Short sha256 of a weights file, so different checkpoints never share a model_id."""
-    h = hashlib.sha256()
+def file_digest(path: Path, length: int = DIGEST_LENGTH) -> str:
+    """Start of the sha256 of a weights file's bytes, so different checkpoints never share a model_id.
+
+    The file is hashed once per version: the full digest is cached in ``cache_root()/weights-digests``
+    under a key of the resolved path, size, modification time (ns) and inode, which any rewrite or
+    replacement of the file changes. An unwritable cache only costs the hashing again.
+    """
+    path = path.resolve()
+    before = path.stat()
+    key = f"{path}\n{before.st_size}\n{before.st_mtime_ns}\n{before.st_ino}"
+    entry = cache_root() / "weights-digests" / hashlib.sha256(key.encode()).hexdigest()[:32]
+    try:
+        cached = entry.read_text().strip()
+    except OSError:
+        cached = ""
+    if re.fullmatch(r"[0-9a-f]{64}", cached):
+        return cached[:length]
     with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    after = path.stat()
+    if (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino):
+        try:  # written whole or not at all: concurrent loaders may race, each with the same digest
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
+            tmp.write_text(digest + "\n")
+            os.replace(tmp, entry)
+        except OSError as exc:
+            log.debug("weights digest not cached (%s)", exc)
+    return digest[:length]
+
+
+def state_digest(model: nn.Module, length: int = DIGEST_LENGTH) -> str:
+    """Start of the sha256 of a model's state dict (each tensor's name, dtype, shape and bytes, in order):
+    the identity of weights that live in no file."""
+    h = hashlib.sha256()
+    for name, value in model.state_dict().items():
+        tensor = value.detach().cpu().contiguous()
+        h.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        h.update(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
     return h.hexdigest()[:length]
 
 
@@ -249,13 +299,14 @@ def _guess_arch(path: Path) -> str | None:
     return None
 
 
-def _parse(spec: str) -> tuple[str, str | None, str]:
-    """(open_clip model name, pretrained tag/file or None, model_id) for a spec string."""
+def _parse(spec: str) -> tuple[str, str | None, str, Path | None]:
+    """(open_clip model name, pretrained tag/file or None, model id before its weights digest, weights
+    file when the spec names one) for a spec string."""
     spec = spec.strip()
     if not spec:
         raise ModelError("empty open_clip spec; use e.g. 'ViT-B-32/laion2b_s34b_b79k' or 'ARCH=/path/ckpt.pt'")
     if spec.startswith("hf-hub:"):
-        return spec, None, f"open_clip:{spec}"
+        return spec, None, f"open_clip:{spec}", None
     if spec.startswith("local-dir:"):
         folder = Path(spec.removeprefix("local-dir:")).expanduser()
         if not (folder / "open_clip_config.json").is_file():
@@ -265,7 +316,7 @@ def _parse(spec: str) -> tuple[str, str | None, str]:
         ckpt = _find_checkpoint_in_dir(folder)
         if ckpt is None:
             raise ModelError(f"local-dir {folder} has no weights file (.safetensors/.bin/.pth)")
-        return f"local-dir:{folder.resolve()}", None, f"open_clip:{folder.name}@{file_digest(Path(ckpt))}"
+        return f"local-dir:{folder.resolve()}", None, f"open_clip:{folder.name}", Path(ckpt)
     arch, ckpt = None, None
     m = re.match(r"^([A-Za-z0-9_.\-]+)[=:](.+)$", spec)
     if m and Path(m.group(2)).expanduser().suffix in _CKPT_SUFFIXES:
@@ -285,9 +336,24 @@ def _parse(spec: str) -> tuple[str, str | None, str]:
                     f"cannot tell the architecture of {path.name}; use 'ARCH=/path/ckpt.pt' "
                     "(e.g. 'ViT-B-32=/path/RemoteCLIP-ViT-B-32.pt')"
                 )
-        return arch, str(path.resolve()), f"open_clip:{arch}@{file_digest(path)}"
+        return arch, str(path.resolve()), f"open_clip:{arch}", path
     name, _, tag = spec.partition("/")
-    return name, tag or None, f"open_clip:{name}/{tag}" if tag else f"open_clip:{name}"
+    return name, tag or None, f"open_clip:{name}/{tag}" if tag else f"open_clip:{name}", None
+
+
+def _download_weights(name: str, tag: str | None) -> Path:
+    """The weights file open_clip loads for an ``hf-hub:`` name or a pretrained tag (from its download
+    cache), for the model id to hash. A hub repo without one is refused: open_clip quietly builds random
+    weights then."""
+    from open_clip.pretrained import download_pretrained, download_pretrained_from_hf, get_pretrained_cfg
+
+    if name.startswith("hf-hub:"):
+        target = download_pretrained_from_hf(name.removeprefix("hf-hub:"))
+    else:
+        target = download_pretrained(get_pretrained_cfg(name, tag or ""))
+    if not target or not Path(target).is_file():
+        raise ModelError(f"no weights file for open_clip model {name}{'/' + tag if tag else ''}")
+    return Path(target)
 
 
 def load_open_clip_embedder(
@@ -300,35 +366,49 @@ def load_open_clip_embedder(
 ) -> Embedder:
     """Entry point ``open_clip``: build an Embedder from an open_clip spec (see module docstring).
 
-    Runs in torch; ``runtime='onnx'`` is refused (only geosearch-lite-clip has an ONNX Runtime path)."""
+    Its model id hashes the weights (see the module docstring). Runs in torch; ``runtime='onnx'`` is
+    refused (only geosearch-lite-clip has an ONNX Runtime path)."""
     import open_clip
 
     check_runtime(runtime)
     if runtime == "onnx":
         raise ModelError(f"ONNX runtime is available for geosearch-lite-clip only, not {spec!r}; use runtime='torch'")
 
-    name, pretrained, model_id = _parse(spec)
+    name, pretrained, label, weights = _parse(spec)
     schema = name.split(":", 1)[0] if name.startswith(("hf-hub:", "local-dir:")) else None
     if schema is None and name not in open_clip.list_models():
         raise ModelError(
             f"unknown open_clip architecture {name!r}; see open_clip.list_models() "
             "(e.g. ViT-B-32, ViT-L-14, RN50) or use hf-hub:/local-dir:/a checkpoint path"
         )
-    if schema is None and pretrained and not Path(pretrained).is_file():
+    if schema is None and pretrained and weights is None:
         tags = [t for m, t in open_clip.list_pretrained() if m == name]
         if pretrained not in tags:
             raise ModelError(f"unknown pretrained tag {pretrained!r} for {name}; known: {', '.join(tags)}")
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+        downloaded = weights is None and (schema == "hf-hub" or bool(pretrained))
+        if weights is None and not downloaded:  # random weights: the same for every load of this architecture
+            log.warning("open_clip model %s has random weights (no pretrained tag or checkpoint)", name)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(RANDOM_SEED)
+                model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None)
+        else:
+            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+        if downloaded:  # the file open_clip has just fetched (or found in its cache)
+            weights = _download_weights(name, pretrained)
         tokenizer = open_clip.get_tokenizer(name)
+    except ModelError:
+        raise
     except Exception as exc:  # open_clip/hub raise RuntimeError, OSError, HTTP errors, ValueError
-        where = "the Hugging Face Hub" if schema == "hf-hub" or (pretrained and schema is None) else "disk"
+        from_hub = schema == "hf-hub" or (schema is None and pretrained and not Path(pretrained).is_file())
+        where = "the Hugging Face Hub" if from_hub else "disk"
         offline = any(
             s in f"{type(exc).__name__} {exc}".lower()
             for s in ("offline", "connection", "resolve", "network", "timed out", "max retries", "hub")
         )
         hint = " (no network access? pre-download the weights or use a checkpoint path)" if offline else ""
         raise ModelError(f"cannot load open_clip model {spec!r} from {where}: {exc}{hint}") from exc
+    model_id = f"{label}@{file_digest(weights)}" if weights is not None else f"{label}@random-{state_digest(model)}"
     size, mean, std = _preprocess_params(model, preprocess)
     return OpenClipEmbedder(
         model,

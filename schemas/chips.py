@@ -53,3 +53,20 @@ class ChipPayload(msgspec.Struct, kw_only=True):
     """Acquisition time of the scene (ISO 8601), when the file records one."""
     ingested_at: str = ""
     model_id: str = ""
+    stac_item: str | None = None
+    """Id of the STAC Item the scene came from (ingested from a STAC catalog or API search), else None."""
+    stac_collection: str | None = None
+    """Id of that Item's collection, when it names one."""
+    stac_href: str | None = None
+    """The Item's self link (where its JSON lives), when it has one."""
+
+
+class StacRef(msgspec.Struct, frozen=True):
+    """Where a scene came from in STAC: what each of its chips' payloads records (`ChipPayload.stac_*`)."""
+
+    item: str
+    collection: str | None = None
+    href: str | None = None
+    """The Item's self link."""
+    datetime: str | None = None
+    """The Item's datetime (or start_datetime), used when the raster records no acquisition time."""

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from support import GEOSEARCH, free_port
 
 pytestmark = pytest.mark.slow  # every test runs the installed command on the real default models
 
 
-# The installed console script, as a user runs it (`python -m geosearch` in the checkout root would
-# import ./geosearch without the mapped tilers/plugins/schemas folders).
-GEOSEARCH = str(Path(sys.executable).with_name("geosearch"))
 
 
 def run(*args: str, store: Path) -> subprocess.CompletedProcess[str]:
@@ -141,12 +137,6 @@ def test_search_on_an_empty_store_says_so(tmp_path: Path) -> None:
     result = run("search", "road", store=tmp_path / "empty")
     assert result.returncode == 1
     assert "ingest" in result.stderr and "Traceback" not in result.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_real_server_on_loopback(cli_store: Path) -> None:

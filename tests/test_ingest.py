@@ -326,3 +326,22 @@ def test_expand_paths_folders_globs_missing_and_duplicates(tmp_path: Path) -> No
     assert [p.relative_to(tmp_path).as_posix() for p in found] == ["b.TIF", "sub/a.tif", "sub/c.jp2", "missing.tif"]
     with pytest.raises(InvalidInput):
         expand_paths([tmp_path / "empty-*.tif"])
+
+
+@pytest.mark.slow
+def test_box_limited_ingest_is_not_taken_for_the_whole_scene(tiny_engine, scenes_dir) -> None:  # type: ignore[no-untyped-def]
+    """`--bbox` is part of a scene's ingest parameters: the whole scene after a box-limited ingest (or the
+    other way round) is chipped again, never reported as already ingested."""
+    scene = scenes_dir / "rasterio" / "cogeo.tif"
+    with open_scene(scene, TileOptions()) as opened:
+        west, south, east, north = opened.bbox
+    box = (west, south, west + (east - west) / 4, south + (north - south) / 4)
+    options = IngestOptions(captions=False)
+    (limited,) = expand_paths([scene], area=box)
+    part = ingest(tiny_engine, [limited], options)
+    assert part.scenes[0].status == SceneStatus.INGESTED and part.chips > 0
+    again = ingest(tiny_engine, [limited], options)
+    assert again.scenes[0].status == SceneStatus.ALREADY
+    whole = ingest(tiny_engine, [scene], options)
+    assert whole.scenes[0].status == SceneStatus.INGESTED and whole.chips > part.chips
+    assert tiny_engine.store.count() == whole.chips

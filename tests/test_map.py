@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
+from support import free_port
 
 from geosearch.api import GeoSearchMount
 from geosearch.api.routes import make_router
@@ -121,12 +121,6 @@ def chromium_path() -> str:
     if not found:
         pytest.skip("no Chromium: install it with `apt-get install -y chromium` (or set GEOSEARCH_CHROMIUM)")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for_health(url: str, server: subprocess.Popen[bytes], log: Path, timeout: float = 240) -> None:

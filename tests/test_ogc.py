@@ -1,5 +1,7 @@
 """OGC API – Features at /ogc: the standard's resources, links, paging and errors through Litestar's
-test client, then real clients (GDAL's OAPIF driver, QGIS) against a real server on 127.0.0.1.
+test client, then real clients (GDAL's OAPIF driver, QGIS) against a real server on 127.0.0.1. QGIS also
+draws a map of the layer over a scene's XYZ imagery tiles: qgis_map.png under the pytest tmp dir, copied to
+docs/qgis.png for the README when that is missing or GEOSEARCH_UPDATE_DOCS=1.
 
 The fast tests run on a synthetic store (tiny CLIP, chips with known footprints and acquisition times,
 one scene across the antimeridian); the `ingested` ones on the real sample scenes and default models.
@@ -7,13 +9,13 @@ one scene across the antimeridian); the `ingested` ones on the real sample scene
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
 import shutil
-import socket
 import subprocess
-import threading
-import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from html.parser import HTMLParser
@@ -25,6 +27,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 from shapely.geometry import box, shape
+from support import serving
 
 from geosearch.api import GeoSearchMount, create_app
 from geosearch.engine import Engine
@@ -421,30 +424,12 @@ def test_every_real_chip_pages_through(client, ingested) -> None:  # type: ignor
 
 
 # -- real clients against a real server ----------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(ingested) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """The app served by uvicorn on 127.0.0.1 in a thread, on the ingested store."""
-    import uvicorn
-
     engine, _ = ingested
-    port = _free_port()
-    config = uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_level="warning")
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/ogc"
-    uv.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(engine)) as url:
+        yield f"{url}/ogc"
 
 
 def _gdal(tool: str) -> str:
@@ -506,10 +491,21 @@ def test_gdal_ogrinfo_and_ogr2ogr_read_the_collection(server: str, ingested, tmp
 
 QGIS_SCRIPT = """
 import json, os, sys
-from qgis.core import QgsApplication, QgsVectorLayer
+from qgis.core import (
+    QgsApplication, QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsDataSourceUri, QgsFillSymbol,
+    QgsMapRendererParallelJob, QgsMapSettings, QgsPalLayerSettings, QgsProject, QgsRasterLayer, QgsRectangle,
+    QgsTextBufferSettings, QgsTextFormat, QgsVectorLayer, QgsVectorLayerSimpleLabeling,
+)
+from qgis.PyQt.QtCore import QEventLoop, QSize
+from qgis.PyQt.QtGui import QColor, QFont, QFontDatabase
+
+ogc, tiles, zmin, zmax, png = sys.argv[1:6]
+west, south, east, north = map(float, sys.argv[6:10])
+width, height = int(sys.argv[10]), int(sys.argv[11])
+outline, label, background = (QColor(*map(int, arg.split(","))) for arg in sys.argv[12:15])
 app = QgsApplication([], False)
 app.initQgis()
-layer = QgsVectorLayer(f"url='{sys.argv[1]}' typename='chips'", "chips", "OAPIF")
+layer = QgsVectorLayer(f"url='{ogc}' typename='chips'", "chips", "OAPIF")
 out = {"valid": layer.isValid()}  # (layer.error() crashes QGIS 3.22's Python bindings)
 if layer.isValid():
     features = list(layer.getFeatures())
@@ -518,29 +514,112 @@ if layer.isValid():
                captions=[f["caption"] for f in features], crs=layer.crs().authid(),
                geometry=[f.geometry().asWkt(5)[:7] for f in features[:1]],
                extent=[extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()])
+
+    # A map: the scene's imagery as an XYZ layer from the same server, the chips over it (outlines, captions).
+    uri = QgsDataSourceUri()
+    for key, value in (("type", "xyz"), ("url", tiles), ("zmin", zmin), ("zmax", zmax)):
+        uri.setParam(key, value)
+    scene = QgsRasterLayer(bytes(uri.encodedUri()).decode(), "scene", "wms")
+    out["scene_valid"] = scene.isValid()
+    layer.renderer().setSymbol(QgsFillSymbol.createSimple({
+        "color": "0,0,0,0", "outline_color": outline.name(), "outline_width": "0.7", "outline_width_unit": "MM"}))
+    families = QFontDatabase().families()
+    if families:  # no fonts (a bare container): no labels
+        text = QgsTextFormat()
+        text.setFont(QFont("DejaVu Sans" if "DejaVu Sans" in families else families[0]))
+        text.setSize(8)
+        text.setColor(label)
+        halo = QgsTextBufferSettings()
+        halo.setEnabled(True)
+        halo.setSize(1)
+        halo.setColor(QColor(0, 0, 0))
+        text.setBuffer(halo)
+        labels = QgsPalLayerSettings()
+        labels.fieldName = "caption"
+        labels.setFormat(text)
+        labels.placement = QgsPalLayerSettings.OverPoint
+        labels.autoWrapLength = 20
+        labels.multilineAlign = QgsPalLayerSettings.MultiCenter
+        layer.setLabeling(QgsVectorLayerSimpleLabeling(labels))
+        layer.setLabelsEnabled(True)
+    mercator = QgsCoordinateReferenceSystem("EPSG:3857")
+    to_mercator = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:4326"), mercator, QgsProject.instance())
+    box = to_mercator.transformBoundingBox(QgsRectangle(west, south, east, north))
+    half = box.width() * height / width / 2  # the scene's full width; its middle rows fill the height
+    middle = box.center().y()
+    settings = QgsMapSettings()
+    settings.setLayers([layer, scene])  # top first
+    settings.setDestinationCrs(mercator)
+    settings.setOutputSize(QSize(width, height))
+    settings.setExtent(QgsRectangle(box.xMinimum(), middle - half, box.xMaximum(), middle + half))
+    settings.setBackgroundColor(background)
+    job = QgsMapRendererParallelJob(settings)
+    loop = QEventLoop()
+    job.finished.connect(loop.quit)
+    job.start()
+    loop.exec_()
+    placed = job.takeLabelingResults()
+    out.update(saved=job.renderedImage().save(png, "PNG"), render_errors=[e.message for e in job.errors()],
+               labelled=bool(families),
+               labels=[p.labelText for p in placed.labelsWithinRect(settings.visibleExtent())] if placed else [])
 print(json.dumps(out), flush=True)
 os._exit(0)  # QGIS 3.22's Python teardown (exitQgis with live features) can segfault after the work is done
 """
+MAP_SCENE = "rio-tiler/pix4d_alpha_nodata.tif"
+"""The scene under the chips in the QGIS map: a drone scene (UTM 50S, about 0.3 m) of fields and a road."""
+MAP_SIZE = (1000, 700)
+OUTLINE, LABEL, BACKGROUND = (255, 48, 160), (255, 255, 0), (255, 255, 255)
+DOCS_IMAGE = Path(__file__).resolve().parents[1] / "docs" / "qgis.png"
+DOCS_IMAGE_MAX_BYTES = 300_000
 
 
-def test_qgis_loads_the_collection_as_a_layer(server: str, ingested, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def _near(pixels: np.ndarray, colour: tuple[int, int, int], tolerance: int) -> np.ndarray:
+    return np.abs(pixels - np.array(colour)).max(axis=2) <= tolerance  # type: ignore[no-any-return]
+
+
+def save_docs_image(path: Path) -> None:
+    """docs/qgis.png (a palette PNG of at most 300 KB: as many colours as fit) when missing or asked for."""
+    if DOCS_IMAGE.exists() and os.environ.get("GEOSEARCH_UPDATE_DOCS") != "1":
+        return
+    from PIL import Image
+
+    image = Image.open(path).convert("RGB")
+    for colours in (256, 192, 128, 96, 80, 64, 48, 32):
+        buffer = io.BytesIO()
+        image.quantize(colors=colours, method=Image.Quantize.FASTOCTREE).save(buffer, format="PNG", optimize=True)
+        if buffer.tell() <= DOCS_IMAGE_MAX_BYTES:
+            break
+    assert buffer.tell() <= DOCS_IMAGE_MAX_BYTES, f"the QGIS map is {buffer.tell()} bytes"
+    DOCS_IMAGE.parent.mkdir(exist_ok=True)
+    DOCS_IMAGE.write_bytes(buffer.getvalue())
+
+
+def test_qgis_loads_the_collection_and_draws_it_over_the_scene(server: str, ingested, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """QGIS headless: the OAPIF layer (every chip, caption and all), then a map of it over one scene's imagery
+    (the XYZ tiles of the same server), captions as labels; saved as qgis_map.png, and as docs/qgis.png."""
     engine, _ = ingested
     probe = subprocess.run(["/usr/bin/python3", "-c", "import qgis.core"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip(
             f"QGIS Python bindings not installed (Debian: apt-get install -y python3-qgis): {probe.stderr[-200:]}"
         )
+    scene = next(s for s in engine.scenes() if s.path.endswith(MAP_SCENE))
+    root = server.removesuffix("/ogc")
+    with urllib.request.urlopen(f"{root}/scenes/{scene.id}/tilejson.json", timeout=30) as response:
+        tilejson = json.load(response)
+    assert tilejson["tiles"] == [f"{root}/scenes/{scene.id}/tiles/{{z}}/{{x}}/{{y}}.png"]
     script = tmp_path / "qgis_layer.py"
     script.write_text(QGIS_SCRIPT)
+    png = tmp_path / "qgis_map.png"
     env = {
         "QT_QPA_PLATFORM": "offscreen",
         "XDG_RUNTIME_DIR": str(tmp_path),
         "HOME": str(tmp_path),
         "PATH": "/usr/bin:/bin",
     }
-    run = subprocess.run(
-        ["/usr/bin/python3", str(script), server], capture_output=True, text=True, env=env, timeout=300
-    )
+    args = [server, tilejson["tiles"][0], str(tilejson["minzoom"]), str(tilejson["maxzoom"]), str(png)]
+    args += [str(v) for v in (*scene.bbox, *MAP_SIZE)] + [",".join(map(str, c)) for c in (OUTLINE, LABEL, BACKGROUND)]
+    run = subprocess.run(["/usr/bin/python3", str(script), *args], capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     layer = json.loads(run.stdout.strip().splitlines()[-1])
     assert layer["valid"], run.stderr[-2000:]
@@ -552,3 +631,22 @@ def test_qgis_loads_the_collection_as_a_layer(server: str, ingested, tmp_path: P
     bounds = np.array([f.bounds for f in footprints])
     union = [bounds[:, 0].min(), bounds[:, 1].min(), bounds[:, 2].max(), bounds[:, 3].max()]
     assert layer["extent"] == pytest.approx(union, abs=1e-6)
+
+    # The map: the scene's imagery fills it, the chip outlines and (with fonts) the captions are drawn on it.
+    assert layer["scene_valid"] and layer["saved"] and layer["render_errors"] == [], run.stderr[-2000:]
+    from PIL import Image
+
+    with Image.open(png) as image:
+        assert image.size == MAP_SIZE
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    outline = _near(pixels, OUTLINE, 10)
+    imagery = ~(_near(pixels, BACKGROUND, 6) | outline | _near(pixels, LABEL, 30))
+    assert imagery.mean() > 0.8, f"only {imagery.mean():.0%} of the map is imagery"
+    assert len(np.unique(pixels[imagery], axis=0)) > 10_000  # a photograph, not a flat fill
+    assert outline.sum() > 5_000 and outline[:, : MAP_SIZE[0] // 2].any() and outline[:, MAP_SIZE[0] // 2 :].any()
+    if layer["labelled"]:
+        chips = engine.store.browse(limit=10_000)[0]
+        scene_captions = {h.payload.caption for h in chips if h.payload.scene_id == scene.id}
+        assert layer["labels"] and {" ".join(t.split()) for t in layer["labels"]} <= scene_captions
+        assert _near(pixels, LABEL, 30).sum() > 200
+    save_docs_image(png)

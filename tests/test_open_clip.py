@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +15,13 @@ import torch
 from geosearch.errors import InvalidInput, ModelError
 from geosearch.models import load_embedder
 from geosearch.plugins.base import Embedder
-from geosearch.plugins.open_clip import load_open_clip_embedder
+from geosearch.plugins.open_clip import (
+    OpenClipEmbedder,
+    file_digest,
+    load_open_clip_embedder,
+    state_digest,
+    write_local_dir,
+)
 
 TEXTS = ["a river crossing farmland", "dense residential area", "an airport runway", "storage tanks"]
 
@@ -103,8 +112,87 @@ def test_bf16_close_to_fp32(tiny_clip_spec: str) -> None:
 @pytest.mark.slow
 def test_random_builtin_architecture() -> None:
     model = load_open_clip_embedder("RN50", device="cpu")  # smallest built-in, random weights
-    assert model.model_id == "open_clip:RN50"
+    assert re.fullmatch(r"open_clip:RN50@random-[0-9a-f]{12}", model.model_id)
     assert model.encode_texts(["x"]).shape == (1, 1024)
+
+
+# ---- model ids follow the weights ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg(tiny_clip_dir: Path) -> dict[str, Any]:
+    cfg: dict[str, Any] = json.loads((tiny_clip_dir / "open_clip_config.json").read_text())["model_cfg"]
+    return cfg
+
+
+def _register(name: str, cfg: dict[str, Any], folder: Path) -> None:
+    import open_clip
+
+    (folder / f"{name}.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(folder / f"{name}.json")
+
+
+def test_random_weights_are_seeded_and_hashed(tiny_cfg: dict[str, Any], tmp_path: Path) -> None:
+    """A bare architecture has random weights from a fixed seed: the same ones (and id) on every load,
+    whatever the caller's RNG; another architecture, or other weights, another id."""
+    _register("geosearch-test-random-a", tiny_cfg, tmp_path)
+    _register("geosearch-test-random-b", {**tiny_cfg, "embed_dim": 16}, tmp_path)
+    torch.manual_seed(123)
+    a = load_open_clip_embedder("geosearch-test-random-a", device="cpu")
+    assert isinstance(a, OpenClipEmbedder)
+    torch.manual_seed(456)
+    again = load_open_clip_embedder("geosearch-test-random-a", device="cpu")
+    b = load_open_clip_embedder("geosearch-test-random-b", device="cpu")
+    assert re.fullmatch(r"open_clip:geosearch-test-random-a@random-[0-9a-f]{12}", a.model_id)
+    assert again.model_id == a.model_id
+    np.testing.assert_array_equal(again.encode_texts(TEXTS), a.encode_texts(TEXTS))
+    assert b.model_id.startswith("open_clip:geosearch-test-random-b@random-")
+    assert b.model_id.split("@")[1] != a.model_id.split("@")[1]
+    # The id is the weights' content: the same weights saved to disk are the same tensors (one digest),
+    # and changing one tensor changes it.
+    assert state_digest(a.model) == a.model_id.removeprefix("open_clip:geosearch-test-random-a@random-")
+    with torch.no_grad():
+        a.model.logit_scale.add_(1.0)  # type: ignore[operator]
+    assert state_digest(a.model) != again.model_id.split("@random-")[1]
+
+
+def test_two_random_local_dirs_get_two_ids(tiny_clip_dir: Path, tiny_cfg: dict[str, Any], tmp_path: Path) -> None:
+    """Two tiny CLIPs of one architecture, differently initialised, in folders of the same name."""
+    import open_clip
+
+    torch.manual_seed(1)
+    other = write_local_dir(tiny_cfg, open_clip.CLIP(**tiny_cfg).state_dict(), tmp_path / tiny_clip_dir.name)
+    a = load_open_clip_embedder(f"local-dir:{tiny_clip_dir}", device="cpu")
+    b = load_open_clip_embedder(f"local-dir:{other}", device="cpu")
+    assert a.model_id.split("@")[0] == b.model_id.split("@")[0] == f"open_clip:{tiny_clip_dir.name}"
+    assert a.model_id != b.model_id
+
+
+def test_one_weights_file_one_id(tiny_clip_dir: Path, tiny_cfg: dict[str, Any]) -> None:
+    """The weights file of a local-dir, named directly, is the same spec; under an architecture name it is
+    the same digest with another name (ids do not assume two names are one architecture)."""
+    weights = tiny_clip_dir / "open_clip_model.safetensors"
+    via_dir = load_open_clip_embedder(f"local-dir:{tiny_clip_dir}", device="cpu").model_id
+    assert load_open_clip_embedder(str(weights), device="cpu").model_id == via_dir
+    assert via_dir == f"open_clip:{tiny_clip_dir.name}@{file_digest(weights)}"
+    _register("geosearch-test-named", tiny_cfg, tiny_clip_dir.parent)
+    named = load_open_clip_embedder(f"geosearch-test-named={weights}", device="cpu").model_id
+    assert named == f"open_clip:geosearch-test-named@{file_digest(weights)}"
+
+
+def test_file_digest_is_cached_per_file_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEOSEARCH_CACHE", str(tmp_path / "cache"))
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"weights one")
+    full = hashlib.sha256(b"weights one").hexdigest()
+    assert file_digest(weights) == full[:12] and file_digest(weights, 64) == full
+    entries = list((tmp_path / "cache" / "weights-digests").iterdir())
+    assert [e.read_text().strip() for e in entries] == [full]
+    assert file_digest(weights) == full[:12]  # from the cache: no second entry
+    assert len(list((tmp_path / "cache" / "weights-digests").iterdir())) == 1
+    weights.write_bytes(b"weights two!")  # a new version: another size and time, hashed again
+    assert file_digest(weights) == hashlib.sha256(b"weights two!").hexdigest()[:12]
+    assert len(list((tmp_path / "cache" / "weights-digests").iterdir())) == 2
 
 
 @pytest.mark.slow

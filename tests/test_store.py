@@ -494,7 +494,7 @@ def test_second_process_gets_store_locked(tmp_path: Path) -> None:
         # Run outside the checkout: its ./geosearch would shadow the installed package's mapped folders.
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert "LOCKED" in out.stdout, out.stderr
-        assert f"pid {os.getpid()}" in out.stdout
+        assert f"is locked by PID {os.getpid()}" in out.stdout
         with pytest.raises(StoreLocked):  # a second open in-process is refused the same way
             open_store(tmp_path, model_id=MODEL, dim=DIM)
     with open_store(tmp_path, model_id=MODEL, dim=DIM) as s:  # released on close

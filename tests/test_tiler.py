@@ -21,6 +21,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import from_origin
 from rasterio.windows import Window as RioWindow
 from shapely.geometry import Polygon
+from support import write_tif
 
 from geosearch.errors import InvalidInput, SceneError
 from geosearch.schemas.chips import ChipPayload, Window
@@ -53,25 +54,6 @@ def expected_starts(size: int, window: int, stride: int) -> list[int]:
         return [0]
     n = math.ceil((size - window) / stride) + 1
     return [min(i * stride, size - window) for i in range(n)]
-
-
-def write_tif(path: Path, data: np.ndarray[Any, Any], **profile: Any) -> Path:
-    count, height, width = data.shape
-    base: dict[str, Any] = {
-        "driver": "GTiff",
-        "width": width,
-        "height": height,
-        "count": count,
-        "dtype": data.dtype.name,
-        "crs": "EPSG:32633",
-        "transform": from_origin(500000, 5000000, 10, 10),
-    }
-    base.update(profile)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path, "w", **base) as dst:
-            dst.write(data)
-    return path
 
 
 # -- grid ---------------------------------------------------------------------------------------

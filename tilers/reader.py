@@ -12,6 +12,7 @@ import os
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -27,8 +28,10 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window as RioWindow
 
 from geosearch.errors import SceneError
-from geosearch.schemas.chips import ChipPayload, GeoPoint, Window
-from geosearch.tilers import geometry, grid
+from geosearch.schemas.chips import ChipPayload, GeoPoint, StacRef, Window
+from geosearch.sources.remote import gdal_path, is_remote, is_url, probe, remote_gdal_env, remote_scene_id
+from geosearch.sources.source import BBox
+from geosearch.tilers import geometry, grid, integrity
 from geosearch.tilers.bands import resolve_bands
 from geosearch.tilers.ids import scene_id
 from geosearch.tilers.options import Chip, ChipSpec, TileOptions
@@ -50,13 +53,90 @@ _DATETIME_TAGS = (
 )
 
 
+EARTH_RADIUS_RANGE_M = (6_300_000.0, 6_450_000.0)
+"""Semi-major axes of Earth's ellipsoids and spheres (WGS84 6378 km, the authalic sphere 6371 km, Airy,
+Bessel, Clarke ...); a CRS on any other body (Mars 3396 km, the Moon 1737 km, Venus 6052 km) is refused."""
+
+Stamp = tuple[int, int, int, int]
+"""What tells a rewritten file apart without reading it: size, modification and change times, inode."""
+
+
+def _stamp(path: str) -> Stamp:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
+def _gdal_detail(exc: BaseException, path: str) -> str:
+    """GDAL's own words for a failure, on one line: the innermost cause that says something.
+
+    rasterio wraps the GDAL error in a generic "Read failed. See previous exception for details.";
+    the path is shortened to the file name (the caller's message names the file already).
+    """
+    messages: list[str] = []
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        messages.append(" ".join(str(cause).split()))
+        cause = cause.__cause__ or cause.__context__
+    useful = [m for m in messages if m and "see previous exception" not in m.lower()]
+    text = (useful or messages or [type(exc).__name__])[-1]
+    return text.replace(path, os.path.basename(path)) or type(exc).__name__
+
+
 def _open(path: str) -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(path)
     except (RasterioError, OSError) as exc:
-        raise SceneError(f"cannot read raster {path}: {exc}") from exc
+        raise SceneError(f"cannot read raster {path}: {_gdal_detail(exc, path)}") from exc
+
+
+def _check_file(path: str) -> str | None:
+    """Refuse, before GDAL sees it, a file that is empty, misnamed or a cut-short TIFF; return its kind.
+
+    The kind comes from the file's first bytes (see `integrity.file_kind`), so the reason names what
+    the file really is rather than what GDAL then fails to find in it (e.g. a geotransform).
+    """
+    size = os.path.getsize(path)
+    if size == 0:
+        raise SceneError(f"{path} is an empty file (0 bytes), not a raster")
+    kind = integrity.file_kind(path)
+    if kind in integrity.TIFF_KINDS:
+        problem = integrity.tiff_problem(path)
+        if problem:
+            raise SceneError(f"{path} is a truncated or corrupt TIFF: {problem}")
+    elif Path(path).suffix.lower() in (".tif", ".tiff"):
+        if kind is None and size < 16:
+            raise SceneError(f"{path} is a truncated or corrupt TIFF: the file has only {size} bytes")
+        raise SceneError(
+            f"{path} is not a GeoTIFF ({kind or 'unrecognised'} data); "
+            "convert it with gdal_translate or give it the right file extension"
+        )
+    return kind
+
+
+def _open_checked(path: str, kind: str | None) -> Any:
+    """Open a scene's first handle; a failure is explained by what the file's bytes say it is."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except (RasterioError, OSError) as exc:
+        detail = _gdal_detail(exc, path)
+        if kind in integrity.TIFF_KINDS:
+            raise SceneError(f"{path} is a truncated or corrupt TIFF: {detail}") from exc
+        raise SceneError(
+            f"{path} is not a raster GDAL can read ({kind or 'unrecognised'} data): {detail}"
+        ) from exc
+
+
+def _check_sources(ds: Any, path: str) -> None:
+    """Refuse a scene that names a local file that is not there (a VRT's source, typically)."""
+    for name in ds.files[1:]:
+        if not name.startswith("/vsi") and "://" not in name and not os.path.exists(name):
+            raise SceneError(f"{path} refers to a file that does not exist: {name}")
 
 
 def _crs_string(crs: Any) -> str:
@@ -65,14 +145,31 @@ def _crs_string(crs: Any) -> str:
     return f"EPSG:{epsg}" if epsg else str(crs.to_wkt())
 
 
+def _check_earth(crs: CRS, path: str) -> None:
+    """Refuse CRSs that do not place pixels on Earth: other planets and moons, local engineering grids."""
+    ellipsoid = crs.ellipsoid
+    if ellipsoid is None:
+        raise SceneError(
+            f"{path} has a CRS with no ellipsoid ({crs.name}), e.g. a local engineering grid; "
+            "it cannot be placed on Earth: reproject it with gdalwarp"
+        )
+    radius = float(ellipsoid.semi_major_metre)
+    low, high = EARTH_RADIUS_RANGE_M
+    if not low <= radius <= high:
+        raise SceneError(
+            f"{path} has a non-Earth CRS ({crs.name}, body radius {radius / 1000:,.0f} km); "
+            "geosearch maps scenes on Earth only"
+        )
+
+
 def _check_georeferenced(ds: Any, path: str) -> None:
     """Refuse scenes we cannot place on the map; GCP/RPC-only scenes must be warped by the user.
 
     We refuse rather than warp through a WarpedVRT because the warp would choose a CRS, grid and
     resampling on the user's behalf and the stored windows would not be in the file's own grid.
     """
-    no_transform = ds.transform.is_identity
-    if no_transform:
+    transform = ds.transform
+    if transform.is_identity:
         if ds.gcps[0]:
             raise SceneError(
                 f"{path} has only GCPs (ground control points), no geotransform; "
@@ -83,11 +180,30 @@ def _check_georeferenced(ds: Any, path: str) -> None:
         raise SceneError(f"{path} has no geotransform (not georeferenced); it cannot be placed on the map")
     if ds.crs is None:
         raise SceneError(f"{path} has a geotransform but no CRS; assign one first (gdal_edit.py -a_srs)")
+    if not all(math.isfinite(v) for v in transform[:6]) or transform.determinant == 0:
+        raise SceneError(
+            f"{path} has a degenerate geotransform ({', '.join(f'{v:.12g}' for v in transform.to_gdal())}: "
+            "zero or non-finite pixel size); "
+            "fix it with gdal_edit.py -a_ullr"
+        )
     dtype = np.dtype(ds.dtypes[0])
     if dtype.kind == "c":
         raise SceneError(f"{path} has complex pixels ({dtype}); only real-valued rasters can be chipped")
     if ds.width < 1 or ds.height < 1 or ds.count < 1:
         raise SceneError(f"{path} is empty ({ds.width}x{ds.height}, {ds.count} bands)")
+
+
+def _check_on_earth(ring: list[tuple[float, float]], path: str) -> None:
+    """Refuse a footprint that is not on the globe (latitudes past the poles, non-finite corners)."""
+    lons = [p[0] for p in ring]
+    lats = [p[1] for p in ring]
+    if not all(math.isfinite(v) for v in lons + lats):
+        raise SceneError(f"{path} has corners that do not transform to finite lon/lat; check its geotransform and CRS")
+    if min(lats) < -90.0 - 1e-9 or max(lats) > 90.0 + 1e-9:
+        raise SceneError(
+            f"{path} lies off the globe: its georeferencing puts it at latitudes {min(lats):.6g}..{max(lats):.6g}; "
+            "check its geotransform and CRS"
+        )
 
 
 def _parse_datetime(value: str) -> str | None:
@@ -230,14 +346,34 @@ class Scene:
     `close()` (or leaving the `with` block) releases them all.
     """
 
-    def __init__(self, path: str, ds: Any, options: TileOptions) -> None:
+    def __init__(
+        self,
+        path: str,
+        ds: Any,
+        options: TileOptions,
+        stamp: Stamp | None = None,
+        *,
+        ident: str | None = None,
+        gdal_path: str | None = None,
+        stac: StacRef | None = None,
+        area: BBox | None = None,
+    ) -> None:
         self.path = path
+        self.remote = ident is not None
+        """Read in place from a URL or GDAL virtual path (`open_scene` gave its `ident`), not a local file."""
+        self._gdal_path = gdal_path or path
+        self.stac = stac
+        """The STAC Item the scene came from: recorded on every chip's payload."""
+        self.area = area
+        """Only chips whose window meets this lon/lat box are listed by `windows()` (None: all)."""
         self.options = options
         self._lock = threading.Lock()
         self._local = threading.local()
         self._local.ds = ds
         self._handles: list[Any] = [ds]
         self._closed = False
+        self._stamp: Stamp = (0, 0, 0, 0) if self.remote else _stamp(path) if stamp is None else stamp
+        """The file as it was before it was opened and hashed: every chip read checks it still is."""
 
         _check_georeferenced(ds, path)
         self.width: int = int(ds.width)
@@ -248,36 +384,92 @@ class Scene:
             self._pyproj_crs = CRS.from_wkt(ds.crs.to_wkt())
         except CRSError as exc:
             raise SceneError(f"{path} has a CRS pyproj cannot parse ({self.crs}): {exc}") from exc
+        _check_earth(self._pyproj_crs, path)
         self.bands: tuple[int, ...] = resolve_bands(
             options.bands, [c.name for c in ds.colorinterp], int(ds.count), path
         )
         self.dtype = np.dtype(ds.dtypes[self.bands[0] - 1])
-        self.id: str = scene_id(path)
-        self.datetime: str | None = _scene_datetime(ds)
+        self.id: str = ident if ident is not None else scene_id(path)
+        self._check_unchanged()  # the hash is of the bytes GDAL opened
+        self.datetime: str | None = _scene_datetime(ds) or (stac.datetime if stac is not None else None)
+        whole = Window(col=0, row=0, width=self.width, height=self.height)
         try:
             self.stretch: list[list[float]] | None = (
                 None if self.dtype == np.uint8 else _scene_stretch(ds, self.bands)
             )
-            ring = geometry.footprint(
-                self.transform,
-                self._transformer(),
-                Window(col=0, row=0, width=self.width, height=self.height),
-                SCENE_EDGE_POINTS,
-            )
-            centre = geometry.centre(
-                self.transform, self._transformer(), Window(col=0, row=0, width=self.width, height=self.height)
-            )
+            ring = geometry.footprint(self.transform, self._transformer(), whole, SCENE_EDGE_POINTS)
+            centre = geometry.centre(self.transform, self._transformer(), whole)
         except (RasterioError, OSError) as exc:
-            raise SceneError(f"cannot read pixels of {path}: {exc}") from exc
+            self._check_unchanged()
+            raise SceneError(f"cannot read pixels of {path}: {_gdal_detail(exc, path)}") from exc
         except ProjError as exc:
-            raise SceneError(f"cannot transform {path} ({self.crs}) to lon/lat: {exc}") from exc
+            raise self._proj_error(exc) from exc
+        self._check_unchanged()
+        _check_on_earth(ring, path)
         self.bbox: tuple[float, float, float, float] = geometry.ring_bbox(ring)
         gx, gy = geometry.native_resolution_m(self.transform, self._pyproj_crs, centre)
+        if not (math.isfinite(gx) and math.isfinite(gy) and gx > 0 and gy > 0):
+            raise SceneError(f"{path} has no usable pixel size in metres ({gx}, {gy}); check its geotransform and CRS")
         self._res = (gx, gy)
         self.native_gsd: float = (gx + gy) / 2.0
         self._base = (1.0, 1.0) if options.gsd is None else (options.gsd / gx, options.gsd / gy)
         self.gsd: float = self.grid_at(1).gsd
         """Effective metres per chip pixel at scale 1: the target GSD up to the rounding of the native window."""
+        self._area_px: tuple[float, float, float, float] | None = None if area is None else self._pixel_box(area)
+
+    def _pixel_box(self, area: BBox) -> tuple[float, float, float, float]:
+        """The lon/lat box as (col_min, row_min, col_max, row_max) in native pixels: its edges, densified,
+        through the scene's CRS and inverse geotransform (a box across the antimeridian is not supported)."""
+        west, south, east, north = area
+        steps = [i / 32 for i in range(33)]
+        lons = [west + (east - west) * t for t in steps]
+        lats = [south + (north - south) * t for t in steps]
+        ring = [(x, south) for x in lons] + [(x, north) for x in lons]
+        ring += [(west, y) for y in lats] + [(east, y) for y in lats]
+        to_scene = Transformer.from_crs("EPSG:4326", self._pyproj_crs, always_xy=True)
+        try:
+            xs, ys = to_scene.transform([p[0] for p in ring], [p[1] for p in ring])
+        except ProjError as exc:
+            raise self._proj_error(exc) from exc
+        inverse = ~self.transform
+        pixels = [inverse @ (x, y) for x, y in zip(xs, ys, strict=True) if math.isfinite(x) and math.isfinite(y)]
+        if not pixels:
+            return (0.0, 0.0, 0.0, 0.0)
+        cols = [p[0] for p in pixels]
+        rows = [p[1] for p in pixels]
+        return min(cols), min(rows), max(cols), max(rows)
+
+    def _in_area(self, window: Window) -> bool:
+        if self._area_px is None:
+            return True
+        c0, r0, c1, r1 = self._area_px
+        cols = window.col < c1 and window.col + window.width > c0
+        return cols and window.row < r1 and window.row + window.height > r0
+
+    def _proj_error(self, exc: ProjError) -> SceneError:
+        name = self._pyproj_crs.name
+        return SceneError(
+            f"cannot transform {self.path} from its CRS ({name}) to lon/lat: its geotransform or CRS is "
+            f"probably wrong ({' '.join(str(exc).split())})"
+        )
+
+    def _check_unchanged(self) -> None:
+        """Raise `SceneError` when the file is no longer the one hashed into `id` (rewritten, cut, replaced).
+
+        One `stat` call: the chips read before this check came from the hashed bytes, so a scene whose
+        every read passes it is exactly the content its id names.
+        """
+        if self.remote:
+            return  # a remote object is identified once, by its ETag / size / time (see `sources.remote`)
+        try:
+            now = _stamp(self.path)
+        except OSError:
+            raise SceneError(f"{self.path} was deleted or moved while it was being read") from None
+        if now != self._stamp:
+            raise SceneError(
+                f"{self.path} changed while it was being read (rewritten, cut or replaced since it was "
+                "hashed); ingest it again once it is complete"
+            )
 
     # -- handles ---------------------------------------------------------------------------------
 
@@ -294,7 +486,8 @@ class Scene:
             with self._lock:
                 if self._closed:
                     raise SceneError(f"scene {self.path} is closed")
-                ds = _open(self.path)
+                with remote_gdal_env() if self.remote else nullcontext():
+                    ds = _open(self._gdal_path)
                 self._handles.append(ds)
             self._local.ds = ds
         elif self._closed:
@@ -333,6 +526,8 @@ class Scene:
 
     def count(self) -> int:
         """Number of chips `windows()` yields, without iterating."""
+        if self._area_px is not None:
+            return sum(1 for _ in self.windows())
         grids = [self.grid_at(scale) for scale in self.options.scales]
         return sum(grid.window_count(self.width, self.height, *g.window, *g.stride) for g in grids)
 
@@ -345,16 +540,30 @@ class Scene:
         for scale in self.options.scales:
             g = self.grid_at(scale)
             for window, padded in grid.iter_windows(self.width, self.height, *g.window, *g.stride):
-                yield ChipSpec(window=window, padded=padded, scale=scale)
+                if self._in_area(window):
+                    yield ChipSpec(window=window, padded=padded, scale=scale)
 
     def read(self, spec: ChipSpec) -> Chip:
-        """Read one chip (safe to call from several threads at once)."""
+        """Read one chip (safe to call from several threads at once).
+
+        Raises `SceneError` when GDAL cannot decode the window (a corrupt block) or when the file has
+        changed since it was hashed (the pixels would not be those of the scene `id` names).
+        """
         try:
-            pixels, valid = read_window(
-                self._dataset(), spec.window, self.bands, self.options.chip_size, self.stretch
-            )
+            ds = self._dataset()
+        except SceneError:
+            self._check_unchanged()  # a cut file fails to open: say why
+            raise
+        try:
+            pixels, valid = read_window(ds, spec.window, self.bands, self.options.chip_size, self.stretch)
         except (RasterioError, OSError) as exc:
-            raise SceneError(f"cannot read window {spec.window} of {self.path}: {exc}") from exc
+            self._check_unchanged()
+            w = spec.window
+            raise SceneError(
+                f"cannot read the pixels of {self.path} at window {w.col},{w.row} {w.width}x{w.height} "
+                f"(is the file corrupt?): {_gdal_detail(exc, self.path)}"
+            ) from exc
+        self._check_unchanged()
         return Chip(spec=spec, pixels=pixels, valid_fraction=valid)
 
     def read_many(self, specs: Sequence[ChipSpec]) -> list[Chip]:
@@ -364,8 +573,11 @@ class Scene:
         """Georeferenced payload for a chip; caption, ingested_at and model_id are left to the pipeline."""
         tr = self._transformer()
         window = chip.spec.window
-        ring = geometry.footprint(self.transform, tr, window, CHIP_EDGE_POINTS)
-        lon, lat = geometry.centre(self.transform, tr, window)
+        try:
+            ring = geometry.footprint(self.transform, tr, window, CHIP_EDGE_POINTS)
+            lon, lat = geometry.centre(self.transform, tr, window)
+        except ProjError as exc:
+            raise self._proj_error(exc) from exc
         return ChipPayload(
             scene_id=self.id,
             scene_path=self.path,
@@ -381,22 +593,67 @@ class Scene:
             bands=list(self.bands),
             stretch=None if self.stretch is None else [list(s) for s in self.stretch],
             datetime=self.datetime,
+            stac_item=None if self.stac is None else self.stac.item,
+            stac_collection=None if self.stac is None else self.stac.collection,
+            stac_href=None if self.stac is None else self.stac.href,
         )
 
 
 def open_scene(path: str | Path, options: TileOptions | None = None) -> Scene:
     """Open and validate a scene (raises `SceneError` with the reason and the file when it cannot be chipped).
 
-    Opening hashes the whole file (the scene id) and, for non-uint8 scenes, reads one decimated
-    sample for the stretch; no full-resolution pixels are read.
+    Opening checks the file is what its name says and, for a TIFF, that no part is missing (see
+    `integrity`), hashes the whole file (the scene id) and, for non-uint8 scenes, reads one decimated
+    sample for the stretch; no full-resolution pixels are read. The file's size and times are noted
+    first: a file that changes from then on fails its next chip read instead of mixing two versions.
     """
     options = TileOptions() if options is None else options
+    problem: str | None = getattr(path, "problem", None)
+    if problem:
+        raise SceneError(problem)
+    stac: StacRef | None = getattr(path, "stac", None)
+    area: BBox | None = getattr(path, "area", None)
+    if is_remote(os.fspath(path)):
+        return _open_remote(os.fspath(path), options, stac, area)
     abspath = os.path.abspath(os.fspath(Path(path).expanduser()))
+    if os.path.isdir(abspath):
+        raise SceneError(f"{abspath} is a folder, not a raster file")
     if not os.path.isfile(abspath):
         raise SceneError(f"scene file not found: {abspath}")
-    ds = _open(abspath)
     try:
-        return Scene(abspath, ds, options)
+        stamp = _stamp(abspath)
+        kind = _check_file(abspath)
+    except OSError as exc:
+        raise SceneError(f"cannot read {abspath}: {exc.strerror or exc}") from exc
+    ds = _open_checked(abspath, kind)
+    try:
+        _check_sources(ds, abspath)
+        return Scene(abspath, ds, options, stamp, stac=stac, area=area)
+    except BaseException:
+        ds.close()
+        raise
+
+
+def _structure(ds: Any) -> tuple[object, ...]:
+    """What identifies a remote raster that cannot be probed: its size, bands, type and grid."""
+    crs = ds.crs.to_wkt() if ds.crs is not None else ""
+    return (ds.width, ds.height, ds.count, ",".join(ds.dtypes), ds.transform.to_gdal(), crs)
+
+
+def _open_remote(href: str, options: TileOptions, stac: StacRef | None, area: BBox | None) -> Scene:
+    """Open a URL (through /vsicurl/: range reads of the header and the chips' tiles only, no download) or a
+    GDAL virtual path; the id is the remote object's identity, not a content hash (see `sources.remote`)."""
+    stamp = probe(href) if is_url(href) else None  # a missing object or a dead server: say so plainly
+    path = gdal_path(href)
+    try:
+        with warnings.catch_warnings(), remote_gdal_env():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(path)
+    except (RasterioError, OSError) as exc:
+        raise SceneError(f"cannot read raster {href}: {_gdal_detail(exc, path)}") from exc
+    try:
+        ident = remote_scene_id(href, stamp, _structure(ds))
+        return Scene(href, ds, options, ident=ident, gdal_path=path, stac=stac, area=area)
     except BaseException:
         ds.close()
         raise
@@ -409,6 +666,8 @@ def render_chip(payload: ChipPayload) -> NDArray[np.uint8]:
     `payload.scene_id` (the stored window would point at different pixels).
     """
     path = payload.scene_path
+    if is_remote(path):
+        return _render_remote(payload)
     if not os.path.isfile(path):
         raise SceneError(f"source scene of this chip is gone: {path}")
     if scene_id(path) != payload.scene_id:
@@ -423,4 +682,21 @@ def render_chip(payload: ChipPayload) -> NDArray[np.uint8]:
             pixels, _ = read_window(ds, payload.window, bands, payload.chip_size, payload.stretch)
         except (RasterioError, OSError) as exc:
             raise SceneError(f"cannot read window {payload.window} of {path}: {exc}") from exc
+        return pixels
+
+
+def _render_remote(payload: ChipPayload) -> NDArray[np.uint8]:
+    """`render_chip` for a scene read in place: the remote object must still be the one ingested."""
+    href = payload.scene_path
+    path = gdal_path(href)
+    with remote_gdal_env(), _open(path) as ds:
+        if remote_scene_id(href, None, _structure(ds)) != payload.scene_id:
+            raise SceneError(f"source scene {href} changed since it was ingested (ETag, size or time differs)")
+        bands = list(payload.bands)
+        if len(bands) != 3 or not all(1 <= b <= ds.count for b in bands):
+            raise SceneError(f"payload bands {bands} do not fit {href} ({ds.count} bands)")
+        try:
+            pixels, _ = read_window(ds, payload.window, bands, payload.chip_size, payload.stretch)
+        except (RasterioError, OSError) as exc:
+            raise SceneError(f"cannot read window {payload.window} of {href}: {_gdal_detail(exc, path)}") from exc
         return pixels

@@ -3,14 +3,16 @@
     app = Litestar(plugins=[GeoSearchMount(config=Config(store="/data/store"), path="/geo")])
 
 The mount adds the routes, the error table and CORS (unless the app configures CORS itself),
-and opens the engine at startup / closes it at shutdown unless you pass an open `Engine`.
+and opens the engine at startup / closes it at shutdown unless you pass an open `Engine`. Its routes
+apply the API key, rate limit, CORS origins and request timeout of `config` (else of the environment,
+`Config.from_env`); see `geosearch.api.security` and `geosearch.api.limits`. Unset, CORS is open to
+any origin here: `geosearch serve` closes it on non-loopback hosts (`security.serve_config`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from litestar.config.cors import CORSConfig
 from litestar.plugins import InitPluginProtocol
 
 from geosearch.config import Config
@@ -32,18 +34,23 @@ class GeoSearchMount(InitPluginProtocol):
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         from geosearch.api.errors import handle_geosearch_error
+        from geosearch.api.limits import Worker
         from geosearch.api.ogc import make_ogc_router
         from geosearch.api.routes import make_router
+        from geosearch.api.security import ApiSettings
         from geosearch.api.tiles import make_tiles_router
         from geosearch.api.web import make_map_router
 
-        app_config.route_handlers.append(make_router(self.path))
-        app_config.route_handlers.append(make_tiles_router(self.path))  # web map tiles
-        app_config.route_handlers.append(make_map_router(self.path))  # the web map at /map
-        app_config.route_handlers.append(make_ogc_router(self.path.rstrip("/") + "/ogc"))  # OGC API Features
+        settings = ApiSettings.from_config(self.config or Config.from_env())
+        worker = Worker(settings.request_timeout)  # one pool of bounded threads for all the routers
+        app_config.route_handlers.append(make_router(self.path, settings, worker))
+        app_config.route_handlers.append(make_tiles_router(self.path, settings, worker))  # web map tiles
+        app_config.route_handlers.append(make_map_router(self.path, settings))  # the web map at /map
+        ogc_path = self.path.rstrip("/") + "/ogc"
+        app_config.route_handlers.append(make_ogc_router(ogc_path, settings, worker))  # OGC API Features
         app_config.exception_handlers.setdefault(GeoSearchError, handle_geosearch_error)
         if app_config.cors_config is None:
-            app_config.cors_config = CORSConfig(allow_origins=["*"], allow_methods=["GET", "POST", "DELETE"])
+            app_config.cors_config = settings.cors_config()
         app_config.on_startup.append(self._startup)
         app_config.on_shutdown.append(self._shutdown)
         return app_config

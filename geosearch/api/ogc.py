@@ -14,12 +14,16 @@ or feature id is a 404. The engine comes from the app state, as for the search r
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from litestar import Request, Response, Router, get
 from litestar.di import Provide
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 
 from geosearch.api import ogc_html as html
+from geosearch.api.errors import error_responses
+from geosearch.api.limits import Worker
 from geosearch.api.ogc_docs import (
     COLLECTION_ID,
     GEOJSON,
@@ -43,8 +47,36 @@ from geosearch.api.ogc_docs import (
 from geosearch.api.ogc_items import ItemsPage, ItemsQuery, select_items
 from geosearch.api.ogc_params import FORMAT_PARAMS, ITEMS_PARAMS, Format, format_dependency, items_query
 from geosearch.api.routes import provide_engine
+from geosearch.api.security import ApiSettings, router_options
 from geosearch.engine import Engine
 from geosearch.errors import NotFound
+
+
+def also_html(media_type: str) -> type[Operation]:
+    """An OpenAPI operation class whose 200 response is `media_type` (any JSON document) or ``text/html``:
+    the two representations a route negotiates (``f`` or Accept), so that both are declared."""
+
+    @dataclass
+    class NegotiatedOperation(Operation):
+        def __post_init__(self) -> None:
+            ok = (self.responses or {}).get("200")
+            if isinstance(ok, OpenAPIResponse):
+                ok.content = {
+                    media_type: OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT)),
+                    HTML: OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING)),
+                }
+
+    return NegotiatedOperation
+
+
+def _doc(media_type: str, *errors: int) -> dict[str, Any]:
+    """Decorator arguments that document a route: its JSON media type (or HTML) and its error responses."""
+    return {
+        "media_type": media_type,
+        "operation_class": also_html(media_type),
+        "responses": error_responses(400, *errors, 429, 503),
+    }
+
 
 _FORMAT = {"fmt": Provide(format_dependency(FORMAT_PARAMS), sync_to_thread=False)}
 _ITEMS = {
@@ -64,7 +96,7 @@ def _check_collection(collection_id: str) -> None:
         raise NotFound(f"no collection {collection_id!r}; the only collection is {COLLECTION_ID!r}")
 
 
-@get("/", name="ogc_landing", sync_to_thread=False, dependencies=_FORMAT)
+@get("/", name="ogc_landing", sync_to_thread=False, dependencies=_FORMAT, **_doc(JSON))
 def landing(request: Request[Any, Any, Any], fmt: Format) -> Response[Any]:
     """Landing page: links to the API definition, the conformance classes and the collections."""
     urls = OgcUrls(request)
@@ -72,7 +104,7 @@ def landing(request: Request[Any, Any, Any], fmt: Format) -> Response[Any]:
     return _respond(fmt, doc, JSON, lambda: html.landing_html(doc, urls.landing))
 
 
-@get("/conformance", name="ogc_conformance", sync_to_thread=False, dependencies=_FORMAT)
+@get("/conformance", name="ogc_conformance", sync_to_thread=False, dependencies=_FORMAT, **_doc(JSON))
 def conformance(request: Request[Any, Any, Any], fmt: Format) -> Response[Any]:
     """The conformance classes this API implements."""
     urls = OgcUrls(request)
@@ -80,7 +112,7 @@ def conformance(request: Request[Any, Any, Any], fmt: Format) -> Response[Any]:
     return _respond(fmt, doc, JSON, lambda: html.conformance_html(doc, doc["links"], urls.landing))
 
 
-@get("/collections", name="ogc_collections", sync_to_thread=True, dependencies=_FORMAT)
+@get("/collections", name="ogc_collections", sync_to_thread=True, dependencies=_FORMAT, **_doc(JSON))
 def collections(engine: Engine, request: Request[Any, Any, Any], fmt: Format) -> Response[Any]:
     """The feature collections: one, ``chips``, with the extent of every ingested scene."""
     urls = OgcUrls(request)
@@ -88,7 +120,13 @@ def collections(engine: Engine, request: Request[Any, Any, Any], fmt: Format) ->
     return _respond(fmt, doc, JSON, lambda: html.collections_html(doc, urls.landing))
 
 
-@get("/collections/{collectionId:str}", name="ogc_collection", sync_to_thread=True, dependencies=_FORMAT)
+@get(
+    "/collections/{collectionId:str}",
+    name="ogc_collection",
+    sync_to_thread=True,
+    dependencies=_FORMAT,
+    **_doc(JSON, 404),
+)
 def collection(engine: Engine, collectionId: str, request: Request[Any, Any, Any], fmt: Format) -> Response[Any]:
     """The ``chips`` collection: extent, CRS and links to its items and queryables."""
     _check_collection(collectionId)
@@ -97,7 +135,13 @@ def collection(engine: Engine, collectionId: str, request: Request[Any, Any, Any
     return _respond(fmt, doc, JSON, lambda: html.collection_html(doc, urls.landing))
 
 
-@get("/collections/{collectionId:str}/queryables", name="ogc_queryables", sync_to_thread=False, dependencies=_FORMAT)
+@get(
+    "/collections/{collectionId:str}/queryables",
+    name="ogc_queryables",
+    sync_to_thread=False,
+    dependencies=_FORMAT,
+    **_doc(SCHEMA_JSON, 404),
+)
 def queryables(collectionId: str, request: Request[Any, Any, Any], fmt: Format) -> Response[Any]:
     """JSON Schema of the properties the items can be selected or ranked on."""
     _check_collection(collectionId)
@@ -107,7 +151,13 @@ def queryables(collectionId: str, request: Request[Any, Any, Any], fmt: Format) 
     return _respond(fmt, {**doc, "links": links}, SCHEMA_JSON, lambda: html.queryables_html(doc, links, urls.landing))
 
 
-@get("/collections/{collectionId:str}/schema", name="ogc_schema", sync_to_thread=False, dependencies=_FORMAT)
+@get(
+    "/collections/{collectionId:str}/schema",
+    name="ogc_schema",
+    sync_to_thread=False,
+    dependencies=_FORMAT,
+    **_doc(SCHEMA_JSON, 404),
+)
 def schema(collectionId: str, request: Request[Any, Any, Any], fmt: Format) -> Response[Any]:
     """JSON Schema of the chip features (``describedby`` of the collection)."""
     _check_collection(collectionId)
@@ -129,14 +179,24 @@ def _paging_links(urls: OgcUrls, fmt: Format, query: ItemsQuery, page: ItemsPage
     return links
 
 
-@get("/collections/{collectionId:str}/items", name="ogc_items", sync_to_thread=True, dependencies=_ITEMS)
-def get_items(
-    engine: Engine, collectionId: str, items_query: ItemsQuery, request: Request[Any, Any, Any], fmt: Format
+@get(
+    "/collections/{collectionId:str}/items",
+    name="ogc_items",
+    dependencies=_ITEMS,
+    **_doc(GEOJSON, 404),
+)
+async def get_items(
+    engine: Engine,
+    worker: Worker,
+    collectionId: str,
+    items_query: ItemsQuery,
+    request: Request[Any, Any, Any],
+    fmt: Format,
 ) -> Response[Any]:
     """A page of chips (footprint, caption, scene, datetime, gsd), filtered by bbox/datetime/scene/gsd,
     ranked by similarity when ``q`` is given; follow the ``next`` link for the following page."""
     _check_collection(collectionId)
-    page = select_items(engine, items_query)
+    page = await worker.run(select_items, engine, items_query)
     urls = OgcUrls(request)
     doc = items_doc(
         page.hits, urls, number_matched=page.number_matched, paging=_paging_links(urls, fmt, items_query, page)
@@ -152,7 +212,11 @@ def get_items(
 
 
 @get(
-    "/collections/{collectionId:str}/items/{featureId:str}", name="ogc_item", sync_to_thread=True, dependencies=_FORMAT
+    "/collections/{collectionId:str}/items/{featureId:str}",
+    name="ogc_item",
+    sync_to_thread=True,
+    dependencies=_FORMAT,
+    **_doc(GEOJSON, 404),
 )
 def get_item(
     engine: Engine, collectionId: str, featureId: str, request: Request[Any, Any, Any], fmt: Format
@@ -164,13 +228,15 @@ def get_item(
     return _respond(fmt, doc, GEOJSON, lambda: html.item_html(doc, urls.landing))
 
 
-def make_ogc_router(path: str = "/ogc") -> Router:
+def make_ogc_router(path: str = "/ogc", settings: ApiSettings | None = None, worker: Worker | None = None) -> Router:
     """The OGC API – Features routes under `path` (the landing page is `path` itself)."""
+    options = router_options(settings, worker)
+    options["dependencies"]["engine"] = Provide(provide_engine, sync_to_thread=False)
     return Router(
         path=path or "/",
         route_handlers=[landing, conformance, collections, collection, queryables, schema, get_items, get_item],
-        dependencies={"engine": Provide(provide_engine, sync_to_thread=False)},
         tags=["OGC API - Features"],
+        **options,
     )
 
 

@@ -8,22 +8,36 @@ OGC API Features Part 1 requires a 400 for any other (/req/core/query-param-unkn
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Literal
 
 from litestar import Request
 from litestar.params import Parameter
 
+from geosearch.api.limits import MAX_QUERY_CHARS, optional_text
 from geosearch.api.ogc_items import DEFAULT_LIMIT, MAX_LIMIT, ItemsQuery
-from geosearch.api.params import BBOX_DOC, DATETIME_DOC, GSD_DOC
+from geosearch.api.params import (
+    BBOX_DOC,
+    BBOX_EXAMPLES,
+    DATETIME_DOC,
+    DATETIME_EXAMPLES,
+    GSD_DOC,
+    GSD_EXAMPLES,
+    GSD_PATTERN,
+    NUMBER,
+    Q_EXAMPLES,
+    documented,
+)
 from geosearch.errors import InvalidInput
-from geosearch.query import parse_bbox, parse_datetime, parse_gsd, parse_text
+from geosearch.query import parse_bbox, parse_datetime, parse_gsd
 
 Format = Literal["json", "html"]
 
 FORMAT_PARAMS = frozenset({"f"})
 ITEM_PARAMS = FORMAT_PARAMS
 ITEMS_PARAMS = frozenset({"f", "limit", "bbox", "datetime", "q", "scene", "gsd", "offset"})
+OGC_BBOX_PATTERN = rf"^{NUMBER}(,{NUMBER}){{3}}((,{NUMBER}){{2}})?$"
 F_DOC = "response format: json (GeoJSON for features) or html; without it the Accept header decides"
 
 
@@ -51,7 +65,7 @@ def format_dependency(allowed: frozenset[str]) -> Callable[..., Format]:
 
     def provide_format(
         request: Request[Any, Any, Any],
-        f: str | None = Parameter(default=None, description=F_DOC),
+        f: str | None = Parameter(default=None, description=F_DOC, schema_extra={"enum": ["json", "html"]}),
     ) -> Format:
         check_params(request, allowed)
         return negotiate(request, f)
@@ -63,6 +77,13 @@ def parse_ogc_bbox(value: str | None) -> tuple[float, float, float, float] | Non
     """A 2D bbox, or a 3D one (``minx,miny,minz,maxx,maxy,maxz``) whose heights are dropped."""
     if value is not None and value.count(",") == 5:
         parts = value.split(",")
+        for name, height in (("minz", parts[2]), ("maxz", parts[5])):
+            try:
+                finite = math.isfinite(float(height))
+            except ValueError:
+                finite = False
+            if not finite:
+                raise InvalidInput(f"bbox {name}={height!r} is not a finite number")
         value = ",".join([parts[0], parts[1], parts[3], parts[4]])
     return parse_bbox(value)
 
@@ -71,13 +92,19 @@ def items_query(
     limit: int = Parameter(
         default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description=f"features per page (1 to {MAX_LIMIT})"
     ),
-    bbox: str | None = Parameter(default=None, description=f"{BBOX_DOC} (CRS84)"),
-    datetime: str | None = Parameter(
-        default=None, description=f"{DATETIME_DOC}; chips of scenes without an acquisition time always match"
+    bbox: str | None = documented(
+        f"{BBOX_DOC} (CRS84); or minx,miny,minz,maxx,maxy,maxz", *BBOX_EXAMPLES, pattern=OGC_BBOX_PATTERN
     ),
-    q: str | None = Parameter(default=None, description="free text: rank the features by similarity to it"),
+    datetime: str | None = documented(
+        f"{DATETIME_DOC}; chips of scenes without an acquisition time always match", *DATETIME_EXAMPLES
+    ),
+    q: str | None = documented(
+        f"free text (at most {MAX_QUERY_CHARS} characters): rank the features by it",
+        *Q_EXAMPLES,
+        maxLength=MAX_QUERY_CHARS,
+    ),
     scene: str | None = Parameter(default=None, description="only the chips of this scene id"),
-    gsd: str | None = Parameter(default=None, description=GSD_DOC),
+    gsd: str | None = documented(GSD_DOC, *GSD_EXAMPLES, pattern=GSD_PATTERN),
     offset: str | None = Parameter(default=None, description="paging token: follow the response's next link"),
 ) -> ItemsQuery:
     """The items query (unknown parameters are rejected by the route's format dependency)."""
@@ -85,7 +112,7 @@ def items_query(
         limit=limit,
         bbox=parse_ogc_bbox(bbox or None),  # an empty field of the HTML search form means "not given"
         datetime=parse_datetime(datetime),
-        q=parse_text(q) if q and q.strip() else None,
+        q=optional_text(q),
         scene=scene or None,
         gsd=parse_gsd(gsd),
         offset=offset or None,

@@ -1,7 +1,7 @@
 """What flows between the stages, and the state of one run they share.
 
-Each stage sends `Batch`, `SceneEnd` and `SceneFailed` messages in scene order, then `DONE`. Queues are
-polled, so every stage notices within a fraction of a second when another one has failed (`Stop`).
+Each stage sends `SceneStart`, `Batch`, `SceneEnd` and `SceneFailed` messages in scene order, then `DONE`.
+Queues are polled, so every stage notices within a fraction of a second when another one has failed (`Stop`).
 """
 
 from __future__ import annotations
@@ -23,19 +23,40 @@ from geosearch.schemas import ChipPayload
 from geosearch.tilers import Chip, ChipSpec, Scene
 
 Progress = Callable[[int, int, int], None]
-"""Called as (chips_done, scenes_done, chips_total) after each batch written and each scene finished."""
+"""Called as (chips_done, scenes_done, chips_total) once when the run starts (0, 0, total), then after each
+batch written and each scene finished, from the writer thread."""
 
 _POLL_SECONDS = 0.2
 
 
+def scene_params(params: dict[str, object], path: Path) -> dict[str, object]:
+    """The ingest parameters recorded with one scene: the run's, plus the area its chips were limited to
+    (`--bbox`), so a box-limited ingest is never taken for the whole scene, nor the other way round."""
+    area = getattr(path, "area", None)
+    return params if area is None else {**params, "area": [float(v) for v in area]}
+
+
 @dataclass
 class Job:
-    """One scene through the run: planned with its chip windows, opened by the reader, closed when finished."""
+    """One scene through the run: planned with its chip windows, opened and closed by the reader (its
+    metadata stays readable after close, for the writer's record)."""
 
     path: Path
     result: SceneResult
     scene: Scene | None = None
     specs: list[ChipSpec] = field(default_factory=list)
+    begun: bool = False
+    """The writer has hidden the scene and cleared its old chips (`ChipStore.begin_scene`)."""
+    failed: bool = False
+    """Set by the stage that fails the scene first (reader or model): the reader stops reading it and
+    the writer ignores its later messages."""
+
+
+@dataclass
+class SceneStart:
+    """The scene is open and its batches follow: the writer hides it and clears its old chips first."""
+
+    job: Job
 
 
 @dataclass
@@ -90,6 +111,8 @@ class RunState:
         self.stage_seconds = {"read": 0.0, "embed": 0.0, "caption": 0.0, "write": 0.0}
         self.chips_done = 0
         self.scenes_done = 0
+        self.runtime: dict[str, object] = {}
+        """What the run ran with, as the reader thread observed it (`runtime.runtime_report`)."""
 
     def put(self, q: queue.Queue[object], item: object) -> None:
         """Block until `item` is queued. Raises `Stop` once a stage has failed."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import time
 
@@ -11,6 +12,8 @@ from geosearch.engine import Engine
 from geosearch.errors import GeoSearchError
 from geosearch.ingest.flow import DONE, Batch, RunState, SceneFailed
 from geosearch.plugins.base import EmbeddingCaptioner, ImageBatch, Vectors
+
+log = logging.getLogger(__name__)
 
 
 def model_stage(state: RunState, inbox: queue.Queue[object], out: queue.Queue[object]) -> None:
@@ -43,6 +46,8 @@ def _embed_and_caption(state: RunState, batch: Batch) -> Batch | SceneFailed:
             for payload, caption in zip(batch.payloads, captions, strict=True):
                 payload.caption = caption
     except GeoSearchError as exc:
+        log.debug("model failed on a batch of %s", batch.job.path, exc_info=True)
+        batch.job.failed = True
         return SceneFailed(batch.job, str(exc))
     return batch
 

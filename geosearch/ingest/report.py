@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -37,6 +37,9 @@ class IngestReport:
     stage_seconds: dict[str, float]
     """Time spent in each stage ("read", "embed", "caption", "write"); the stages run at the same time,
     so these need not add up to `seconds`."""
+    runtime: dict[str, object] = field(default_factory=dict)
+    """What the run ran with, read back from the process in the reader thread (`runtime.runtime_report`):
+    GDAL's block cache cap in bytes, the GIL switch interval, OMP_WAIT_POLICY, the I/O threads' niceness."""
 
     @property
     def ok(self) -> bool:

@@ -59,7 +59,7 @@ def open_store(
         options: `StoreOptions` fields: exact_threshold, exact_count_limit, hnsw_ef, hnsw_m, ef_construct,
             acorn, vector_datatype, quantization, oversampling, on_disk_vectors, optimize_threshold,
             full_scan_threshold_kb, indexing_threshold_kb, collection, backend, shard_number,
-            replication_factor, timeout.
+            replication_factor, write_consistency_factor, on_disk_payload, timeout.
 
     Raises:
         InvalidInput: an empty model id, a bad dim, or an unknown or invalid option.
@@ -74,6 +74,7 @@ def open_store(
         raise InvalidInput(f"dim must be a positive integer, got {dim!r}")
     opts = StoreOptions.from_kwargs(options)
     loc = resolve_store_location(location, url=url, api_key=api_key, backend=opts.backend)
+    opts.check_engine(loc.backend)
     if loc.backend == "edge":
         from geosearch.store.edge import EdgeStore
 

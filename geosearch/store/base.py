@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 from types import TracebackType
 from typing import Any
@@ -20,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from geosearch.errors import InvalidInput, StoreError
+from geosearch.query import parse_bbox, parse_datetime
 from geosearch.schemas.api import SceneInfo
 from geosearch.store import planner
 from geosearch.store.collection import Meta
@@ -31,13 +33,12 @@ from geosearch.store.geo import (
     centre_cells,
     footprint_intersects,
     half_extent,
-    normalize_interval,
     split_antimeridian,
-    validate_bbox,
 )
 from geosearch.store.ids import is_uuid, scene_point_id
 from geosearch.store.options import StoreOptions
 from geosearch.store.records import ChipPoint, Hit, Row, Where
+from geosearch.store.states import COMPLETE, DELETING, INGESTING, READ_RETRIES, STATE_KEY, record_state
 
 UpsertRow = tuple[str, list[float], dict[str, Any]]
 """(id, vector, payload as builtins) of one point to write."""
@@ -101,6 +102,11 @@ class ChipStore(ABC):
 
     @abstractmethod
     def _scene_delete(self, point_id: str) -> None: ...
+
+    @abstractmethod
+    def _scenes_hidden(self) -> dict[str, str]:
+        """{scene id: state} of the scenes whose chips must not be served (see `states`), current as of
+        the call: an engine caching it updates it before a record hides a scene and after one shows it."""
 
     @abstractmethod
     def _close(self) -> None: ...
@@ -184,28 +190,35 @@ class ChipStore(ABC):
         self,
         bbox: BBox | None,
         scene: str | None,
-        interval: tuple[str | None, str | None] | None,
+        interval: str | tuple[str | None, str | None] | None,
         exclude: Sequence[str] = (),
         gsd: tuple[float | None, float | None] | None = None,
+        hide: frozenset[str] = frozenset(),
     ) -> tuple[Where, list[BBox]]:
         """Build the engine filter and the exact boxes the footprints are checked against."""
         exact_boxes: list[BBox] = []
         boxes: tuple[BBox, ...] = ()
         cells: tuple[int, ...] = ()
         if bbox is not None:
-            exact_boxes = split_antimeridian(validate_bbox(bbox))
+            exact_boxes = split_antimeridian(parse_bbox(bbox))
             boxes = tuple(centre_boxes(exact_boxes, *self._margin()))
             if self._has_cells:
                 cells = box_cells(boxes)[0]
-        norm = normalize_interval(interval) if interval is not None else None
+        norm = parse_datetime(interval)
         excl = tuple(sorted({e for e in exclude if is_uuid(e)}))
         gsd_range = None if gsd is None or gsd == (None, None) else gsd  # every chip has a gsd
-        where = Where(boxes=boxes, scene=scene, interval=norm, exclude=excl, cells=cells, gsd=gsd_range)
+        where = Where(
+            boxes=boxes, scene=scene, interval=norm, exclude=excl, cells=cells, gsd=gsd_range, hide=tuple(sorted(hide))
+        )
         return where, exact_boxes
 
+    def _hidden(self) -> frozenset[str]:
+        return frozenset(self._scenes_hidden())
+
     def _use_exact(self, where: Where) -> bool:
+        # Routing ignores the hidden scenes: they remove few points, and HNSW tests them as it walks.
         return planner.use_exact(
-            where,
+            replace(where, hide=()),
             total=self._total(),
             estimate=partial(self._count, exact=False),
             count=partial(self._count, exact=True),
@@ -220,13 +233,14 @@ class ChipStore(ABC):
         limit: int = 10,
         bbox: BBox | None = None,
         scene: str | None = None,
-        datetime: tuple[str | None, str | None] | None = None,
+        datetime: str | tuple[str | None, str | None] | None = None,
         exclude: Sequence[str] = (),
         gsd: tuple[float | None, float | None] | None = None,
     ) -> list[Hit]:
         """Top `limit` chips by cosine similarity (desc) among those matching every filter exactly.
 
-        Chips of every scale share the collection and one ranking; `gsd` keeps those in a range.
+        Chips of every scale share the collection and one ranking; `gsd` keeps those in a range. Chips of
+        unfinished scenes (being ingested or deleted, see `states`) are never returned.
 
         Args:
             vector: the query, `dim` finite values, not all zero.
@@ -234,7 +248,8 @@ class ChipStore(ABC):
             bbox: chips whose footprint touches this (west, south, east, north) box; west > east
                 crosses the antimeridian.
             scene: chips of this scene id only.
-            datetime: (start, end) ISO 8601, either open (None); (None, None): chips with a datetime.
+            datetime: `geosearch.query.parse_datetime`'s text (``2022-01-01/2022-03-10``) or (start, end)
+                pair, either end open (None); (None, None): chips with a datetime.
             exclude: chip ids to leave out (ids that are not UUIDs are ignored).
             gsd: (min, max) metres per pixel, inclusive, either open (None).
 
@@ -245,7 +260,19 @@ class ChipStore(ABC):
         if limit < 1:
             raise InvalidInput(f"limit must be at least 1, got {limit}")
         vec = self._vector(vector, "query vector")
-        where, exact_boxes = self._where(bbox, scene, datetime, exclude, gsd)
+        hide = self._hidden()
+        for _ in range(READ_RETRIES):
+            where, exact_boxes = self._where(bbox, scene, datetime, exclude, gsd, hide)
+            rows = self._search_rows(vec, where, exact_boxes, limit)
+            now = self._hidden()
+            if now <= hide:
+                return [r.hit() for r in rows]
+            hide |= now  # a scene became hidden while the search ran: run it again without that scene
+        return [r.hit() for r in rows if r.payload.get("scene_id") not in hide]
+
+    def _search_rows(self, vec: list[float], where: Where, exact_boxes: list[BBox], limit: int) -> list[Row]:
+        """The top `limit` rows of one search: exactly or through HNSW, fetching deeper while the exact
+        footprint test drops margin candidates."""
         exact = self._use_exact(where)
         where = planner.query_filter(where, exact)
         fetch = planner.first_fetch(limit, bool(exact_boxes))
@@ -256,27 +283,32 @@ class ChipStore(ABC):
             else:
                 kept = rows
             if len(kept) >= limit or len(rows) < fetch:
-                return [r.hit() for r in kept[:limit]]
+                return kept[:limit]
             # Margin candidates crowded out true hits: fetch deeper, the ranking prefix stays valid.
             fetch *= planner.FETCH_GROWTH
 
-    def get(self, chip_id: str) -> Hit | None:
-        """The chip with this id (score None), or None."""
-        self._check_open()
+    def _visible(self, chip_id: str, with_vector: bool) -> Row | None:
+        """The chip's row, or None when there is none or its scene is unfinished."""
         if not is_uuid(chip_id):
             return None
-        rows = self._retrieve([chip_id], with_vector=False)
-        return rows[0].hit() if rows else None
+        rows = self._retrieve([chip_id], with_vector=with_vector)
+        if not rows or rows[0].payload.get("scene_id") in self._hidden():
+            return None
+        return rows[0]
+
+    def get(self, chip_id: str) -> Hit | None:
+        """The chip with this id (score None), or None (also while its scene is unfinished)."""
+        self._check_open()
+        row = self._visible(chip_id, with_vector=False)
+        return row.hit() if row is not None else None
 
     def get_vector(self, chip_id: str) -> NDArray[np.float32] | None:
         """Stored vector (unit length: cosine engines normalise on insert), for "more like this"."""
         self._check_open()
-        if not is_uuid(chip_id):
+        row = self._visible(chip_id, with_vector=True)
+        if row is None or row.vector is None:
             return None
-        rows = self._retrieve([chip_id], with_vector=True)
-        if not rows or rows[0].vector is None:
-            return None
-        return np.asarray(rows[0].vector, dtype=np.float32)
+        return np.asarray(row.vector, dtype=np.float32)
 
     def browse(
         self,
@@ -287,7 +319,8 @@ class ChipStore(ABC):
         offset: str | None = None,
     ) -> tuple[list[Hit], str | None]:
         """Page through matching chips in id order; the token is the id of the next candidate, so pages
-        never overlap or skip even when the exact footprint test drops some candidates.
+        never overlap or skip even when the exact footprint test drops some candidates. Chips of
+        unfinished scenes are left out.
 
         Returns:
             Up to `limit` hits (score None) and the token of the next page, None after the last.
@@ -300,7 +333,19 @@ class ChipStore(ABC):
             raise InvalidInput(f"limit must be at least 1, got {limit}")
         if offset is not None and not is_uuid(offset):
             raise InvalidInput(f"invalid page token {offset!r}")
-        where, exact_boxes = self._where(bbox, scene, None)
+        hide = self._hidden()
+        for _ in range(READ_RETRIES):
+            where, exact_boxes = self._where(bbox, scene, None, hide=hide)
+            page, nxt = self._browse_page(where, exact_boxes, limit, offset)
+            now = self._hidden()
+            if now <= hide:
+                break
+            hide |= now
+        return [h for h in page if h.payload.scene_id not in hide], nxt
+
+    def _browse_page(
+        self, where: Where, exact_boxes: list[BBox], limit: int, offset: str | None
+    ) -> tuple[list[Hit], str | None]:
         out: list[Hit] = []
         cursor = offset
         while True:
@@ -316,42 +361,80 @@ class ChipStore(ABC):
             cursor = nxt
 
     def count(self, scene: str | None = None) -> int:
-        """Chips in the store, or in one scene."""
+        """Chips in the store, or in one scene, leaving out those of unfinished scenes."""
         self._check_open()
-        return self._count(Where(scene=scene), exact=True)
+        hide = self._hidden()
+        for _ in range(READ_RETRIES):
+            n = self._count(Where(scene=scene, hide=tuple(sorted(hide))), exact=True)
+            now = self._hidden()
+            if now <= hide:
+                return n
+            hide |= now
+        return self._count(Where(scene=scene, hide=tuple(sorted(hide))), exact=True)
 
-    # ---- scenes ------------------------------------------------------------------------------
-    def delete_scene(self, scene_id: str) -> int:
-        """Remove a scene's chips and its record (record first: a half-deleted scene is not 'ingested').
+    # ---- scenes (see `states`) ---------------------------------------------------------------
+    def begin_scene(self, scene_id: str) -> int:
+        """Start writing a scene's chips: hide the scene, then delete every chip it already has (an older
+        version, or what a run that stopped mid-scene left). Its chips are not served until `put_scene`.
 
         Returns:
             The number of chips deleted.
         """
         self._check_open()
+        self._scene_put(scene_point_id(scene_id), {"id": scene_id, STATE_KEY: INGESTING})
+        return self._delete_chips(scene_id)
+
+    def put_scene(self, info: SceneInfo) -> None:
+        """Mark a scene completely ingested, which makes its chips served; call only after its last chip
+        is upserted."""
+        self._check_open()
+        payload = msgspec.to_builtins(info)
+        assert isinstance(payload, dict)
+        payload[STATE_KEY] = COMPLETE
+        self._scene_put(scene_point_id(info.id), payload)
+
+    def delete_scene(self, scene_id: str) -> int:
+        """Remove a scene's chips and its record, in any state: the record is marked deleting first (its
+        chips are no longer served), then the chips go, then the record. Idempotent.
+
+        Returns:
+            The number of chips deleted.
+        """
+        self._check_open()
+        point_id = scene_point_id(scene_id)
+        known = self._scene_get(point_id)
+        self._scene_put(point_id, {**(known or {"id": scene_id}), STATE_KEY: DELETING})
+        n = self._delete_chips(scene_id)
+        self._scene_delete(point_id)
+        return n
+
+    def _delete_chips(self, scene_id: str) -> int:
         where = Where(scene=scene_id)
-        self._scene_delete(scene_point_id(scene_id))
         n = self._count(where, exact=True)
         if n:
             self._delete(where)
         return n
 
-    def put_scene(self, info: SceneInfo) -> None:
-        """Mark a scene completely ingested; call only after its last chip is upserted."""
-        self._check_open()
-        payload = msgspec.to_builtins(info)
-        assert isinstance(payload, dict)
-        self._scene_put(scene_point_id(info.id), payload)
-
     def get_scene(self, scene_id: str) -> SceneInfo | None:
+        """The scene's record if it is completely ingested, else None."""
         self._check_open()
         payload = self._scene_get(scene_point_id(scene_id))
-        return None if payload is None else msgspec.convert(payload, SceneInfo)
+        if payload is None or record_state(payload) != COMPLETE:
+            return None
+        return msgspec.convert(payload, SceneInfo)
 
     def list_scenes(self) -> list[SceneInfo]:
         """Every completely ingested scene, by id."""
         self._check_open()
-        scenes = [msgspec.convert(p, SceneInfo) for p in self._scene_all()]
+        scenes = [msgspec.convert(p, SceneInfo) for p in self._scene_all() if record_state(p) == COMPLETE]
         return sorted(scenes, key=lambda s: s.id)
+
+    def unfinished_scenes(self) -> dict[str, str]:
+        """{scene id: `states.INGESTING` or `states.DELETING`} of the scenes whose chips are hidden: in
+        flight now, or left so by a run that stopped (the next ingest of the file, or `delete_scene`,
+        clears them)."""
+        self._check_open()
+        return dict(self._scenes_hidden())
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:

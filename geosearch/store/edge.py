@@ -38,11 +38,13 @@ from geosearch.store.geo import CELL_LEVELS_META
 from geosearch.store.options import INT8_QUANTILE, StoreOptions
 from geosearch.store.params import search_params
 from geosearch.store.records import Row, Where, record_row
+from geosearch.store.states import COMPLETE, hidden_of, record_state
 
 log = logging.getLogger(__name__)
 
 _BATCH = 512
 _DATATYPES = {"float16": qe.VectorStorageDatatype.Float16, "float32": qe.VectorStorageDatatype.Float32}
+_PAYLOAD_MEMORY = {True: qe.Memory.Cold, False: qe.Memory.Cached}  # StoreOptions.on_disk_payload
 _SCHEMA: dict[str, qe.PayloadSchemaType | qe.IntegerIndexParams] = {
     "geo": qe.PayloadSchemaType.Geo,
     "keyword": qe.PayloadSchemaType.Keyword,
@@ -54,11 +56,17 @@ _SCHEMA: dict[str, qe.PayloadSchemaType | qe.IntegerIndexParams] = {
 
 
 class _DirLock:
-    """fcntl lock naming its owner's pid, so a second process gets a clear StoreLocked, not a WAL error."""
+    """flock on `.geosearch.lock` naming its owner's pid, so a second opener gets a clear StoreLocked
+    ("store ... is locked by PID n"), not a WAL error.
+
+    The kernel drops an flock when its holder dies, however it dies (SIGKILL included), so a lock file
+    left by a killed process is stale by construction: the next open takes it and writes its own pid.
+    The descriptor is not inherited by child processes (O_CLOEXEC), so none can keep a dead owner's lock.
+    """
 
     def __init__(self, path: Path, store: Path) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -66,7 +74,9 @@ class _DirLock:
                 owner = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
             finally:
                 os.close(self._fd)
-            raise StoreLocked(f"store {store} is in use by another geosearch process (pid {owner})") from None
+            raise StoreLocked(
+                f"store {store} is locked by PID {owner} (another geosearch process); try again when it has finished"
+            ) from None
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
 
@@ -115,6 +125,8 @@ def _edge_filter(where: Where) -> qe.Filter | None:
         must.append(qe.FieldCondition("cell", match=qe.MatchAny(list(where.cells))))
     if where.gsd is not None:
         must.append(qe.FieldCondition("gsd", range=qe.RangeFloat(gte=where.gsd[0], lte=where.gsd[1])))
+    if where.hide:
+        must_not.append(qe.FieldCondition("scene_id", match=qe.MatchAny(list(where.hide))))
     return qe.Filter(must=must or None, must_not=must_not or None)
 
 
@@ -170,6 +182,9 @@ class EdgeStore(ChipStore):
         self.location = str(self.dir)
         self._lock = threading.RLock()  # update/query/meta; never held during optimize()
         self._optimize_lock = threading.Lock()
+        self._hidden_scenes: dict[str, str] = {}
+        """Unfinished scenes (see `states`): this process owns the store, so memory is authoritative.
+        Replaced, never mutated, so readers need no lock."""
         meta_path = self.dir / "meta.json"
         if not meta_path.exists() and not create:
             raise NotFound(f"no collection for model {model_id} in {store_dir}; ingest something first")
@@ -180,6 +195,7 @@ class EdgeStore(ChipStore):
                 self.meta = self._read_meta(meta_path)
                 self._chips = self._load(self.dir / "chips")
                 self._scenes = self._load(self.dir / "scenes")
+                self._hidden_scenes = hidden_of(self._scene_all())
             else:
                 self.meta = self._create(meta_path)
         except BaseException:
@@ -250,6 +266,7 @@ class EdgeStore(ChipStore):
                     m=opts.hnsw_m, ef_construct=opts.ef_construct, full_scan_threshold=opts.full_scan_threshold_kb
                 ),
                 optimizers=optimizers,
+                payload_memory=None if opts.on_disk_payload is None else _PAYLOAD_MEMORY[opts.on_disk_payload],
             ),
         )
         for name, kind in INDEXED_FIELDS.items():
@@ -267,7 +284,7 @@ class EdgeStore(ChipStore):
             return qe.EdgeShard.load(str(path))
         except Exception as e:
             if "WouldBlock" in str(e):
-                raise StoreLocked(f"store {self.dir} is in use by another process") from e
+                raise StoreLocked(f"store {self.dir} is locked by another process (its WAL is held)") from e
             raise StoreError(f"cannot open store {path}: {e}") from e
 
     # ---- primitives --------------------------------------------------------------------------
@@ -293,7 +310,7 @@ class EdgeStore(ChipStore):
             query=qe.Query.Nearest(vector),
             filter=flt,
             with_payload=True,
-            params=search_params(qe, self.options, exact=exact, filtered=flt is not None),
+            params=search_params(qe, self.options, exact=exact, filtered=where.selective),
         )
         with self._lock:
             points = self._chips.query(req)
@@ -332,11 +349,16 @@ class EdgeStore(ChipStore):
             self._chips.update(qe.UpdateOperation.delete_points_by_filter(flt))
 
     def _scene_put(self, point_id: str, payload: dict[str, Any]) -> None:
+        scene_id, state = str(payload.get("id")), record_state(payload)
         with self._lock:
-            # Chips first: the record claims they are all there.
-            self._chips.flush()
+            if state != COMPLETE:  # hidden before the record says so, and before any chip changes
+                self._hidden_scenes = {**self._hidden_scenes, scene_id: state}
+            if state == COMPLETE:  # chips first: a complete record claims they are all there
+                self._chips.flush()
             self._scenes.update(qe.UpdateOperation.upsert_points([qe.Point(point_id, [1.0], payload)]))
             self._scenes.flush()
+            if state == COMPLETE:  # shown only once the record is down
+                self._forget_hidden(scene_id)
 
     def _scene_get(self, point_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -357,8 +379,18 @@ class EdgeStore(ChipStore):
 
     def _scene_delete(self, point_id: str) -> None:
         with self._lock:
+            records = self._scenes.retrieve([uuid.UUID(point_id)], with_payload=True, with_vector=False)
             self._scenes.update(qe.UpdateOperation.delete_points([uuid.UUID(point_id)]))
             self._scenes.flush()
+            for record in records:
+                self._forget_hidden(str((record.payload or {}).get("id")))
+
+    def _forget_hidden(self, scene_id: str) -> None:
+        if scene_id in self._hidden_scenes:
+            self._hidden_scenes = {k: v for k, v in self._hidden_scenes.items() if k != scene_id}
+
+    def _scenes_hidden(self) -> dict[str, str]:
+        return self._hidden_scenes
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def unindexed(self) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -17,32 +16,12 @@ import shapely
 from shapely.geometry import box as shapely_box
 from shapely.geometry import shape
 
-from geosearch.errors import InvalidInput
-
 BBox = tuple[float, float, float, float]
-"""minx (west), miny (south), maxx (east), maxy (north) in lon/lat; west > east crosses the antimeridian."""
+"""minx (west), miny (south), maxx (east), maxy (north) in lon/lat; west > east crosses the antimeridian.
+Boxes from users are parsed and checked by `geosearch.query.parse_bbox` (the store calls it too)."""
 
 # Float slack added to the centre margin so a footprint vertex exactly on a box edge is never lost.
 _EPS = 1e-9
-
-
-def validate_bbox(bbox: Sequence[float]) -> BBox:
-    """Reject malformed boxes up front: Qdrant would fail later with a less helpful message."""
-    if len(bbox) != 4:
-        raise InvalidInput(f"bbox needs 4 numbers (west, south, east, north), got {len(bbox)}")
-    try:
-        west, south, east, north = (float(v) for v in bbox)
-    except (TypeError, ValueError) as e:
-        raise InvalidInput(f"bbox values must be numbers: {list(bbox)!r}") from e
-    if not all(math.isfinite(v) for v in (west, south, east, north)):
-        raise InvalidInput(f"bbox values must be finite: {list(bbox)!r}")
-    if not (-180.0 <= west <= 180.0 and -180.0 <= east <= 180.0):
-        raise InvalidInput(f"bbox longitudes must lie within ±180: {list(bbox)!r}")
-    if not (-90.0 <= south <= 90.0 and -90.0 <= north <= 90.0):
-        raise InvalidInput(f"bbox latitudes must lie within ±90: {list(bbox)!r}")
-    if south > north:
-        raise InvalidInput(f"bbox south ({south}) is north of its north ({north})")
-    return (west, south, east, north)
 
 
 def split_antimeridian(bbox: BBox) -> list[BBox]:
@@ -219,28 +198,3 @@ def half_extent(footprint: Mapping[str, Any], centre_lon: float, centre_lat: flo
     dlon = (coords[:, 0] - centre_lon + 180.0) % 360.0 - 180.0
     dlat = coords[:, 1] - centre_lat
     return (float(np.max(np.abs(dlon))), float(np.max(np.abs(dlat))))
-
-
-def _parse_instant(value: str, *, end: bool) -> str:
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError as e:
-        raise InvalidInput(f"not an ISO 8601 date/time: {value!r}") from e
-    if end and len(value.strip()) == 10:
-        # A bare date as the end of an interval means "through that day".
-        parsed = parsed + timedelta(days=1) - timedelta(microseconds=1)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def normalize_interval(interval: tuple[str | None, str | None]) -> tuple[str | None, str | None]:
-    """Validate an (start, end) interval and write both ends as UTC RFC 3339 so every engine agrees."""
-    if len(interval) != 2:
-        raise InvalidInput("datetime filter must be a (start, end) pair")
-    start, end = interval
-    lo = _parse_instant(start, end=False) if start else None
-    hi = _parse_instant(end, end=True) if end else None
-    if lo is not None and hi is not None and lo > hi:
-        raise InvalidInput(f"datetime interval starts after it ends: {start!r} > {end!r}")
-    return (lo, hi)

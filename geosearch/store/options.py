@@ -9,6 +9,8 @@ from geosearch.errors import InvalidInput
 
 QUANTIZATIONS = (None, "int8")
 DATATYPES = ("float16", "float32")
+EDGE_SINGLE = ("shard_number", "replication_factor", "write_consistency_factor")
+"""Cluster options the embedded engine (one shard, one node) accepts only as 1."""
 INT8_QUANTILE = 0.99
 """Int8 range clipped to the central 99 % of component values: finer steps for the bulk of the data;
 the rare clipped outliers only affect candidate order, which float32 rescoring corrects."""
@@ -67,8 +69,23 @@ class StoreOptions:
     backend: str | None = None
     """'qdrant' to open a filesystem path with qdrant-client's local mode instead of edge."""
     shard_number: int | None = None
+    """Server/cluster: shards the chips and scenes collections are split into (spread over the cluster's
+    nodes; more shards, more nodes to search in parallel). None: the server's default (1). The embedded
+    edge engine is one shard: only 1 is accepted there. Fixed when a collection is created."""
     replication_factor: int | None = None
+    """Server/cluster: copies of each shard, on different nodes (a node may fail without losing data or
+    availability). None: the server's default (1). Edge: only 1. Fixed when a collection is created."""
+    write_consistency_factor: int | None = None
+    """Server/cluster: replicas that must acknowledge a write before it succeeds; at most
+    `replication_factor` (which must then be given). None: the server's default (1). Edge: only 1.
+    Fixed when a collection is created."""
+    on_disk_payload: bool | None = None
+    """Keep payloads on disk (memory-mapped, read on demand) instead of in RAM; payload indexes, which
+    the filters use, stay in memory either way. None: the engine's default (on disk for both a Qdrant
+    server and edge). Edge: `payload_memory` Cold (True) or Cached (False). Fixed when a collection is
+    created."""
     timeout: int | None = None
+    """Server: seconds qdrant-client waits for each request (None: qdrant-client's default)."""
 
     @classmethod
     def from_kwargs(cls, options: dict[str, Any]) -> StoreOptions:
@@ -100,6 +117,38 @@ class StoreOptions:
         over = self.oversampling
         if isinstance(over, bool) or not isinstance(over, int | float) or not 1.0 <= over <= 100.0:
             raise InvalidInput(f"store option oversampling must be a number in 1..100, got {over!r}")
+        self._validate_cluster()
+
+    def _validate_cluster(self) -> None:
+        for name in ("shard_number", "replication_factor", "write_consistency_factor", "timeout"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InvalidInput(f"store option {name} must be a positive integer, got {value!r}")
+        wcf, rf = self.write_consistency_factor, self.replication_factor
+        if wcf is not None and wcf > (rf or 1):
+            raise InvalidInput(
+                f"store option write_consistency_factor ({wcf}) cannot exceed replication_factor ({rf or 'unset: 1'}): "
+                "a write cannot be acknowledged by more replicas than there are"
+            )
+        if self.on_disk_payload is not None and not isinstance(self.on_disk_payload, bool):
+            raise InvalidInput(f"store option on_disk_payload must be true or false, got {self.on_disk_payload!r}")
+
+    def check_engine(self, backend: str) -> None:
+        """Refuse options the resolved engine cannot honour, rather than ignore them.
+
+        Raises:
+            InvalidInput: shard_number, replication_factor or write_consistency_factor above 1 for the
+                embedded edge engine, which is one shard on one node.
+        """
+        if backend != "edge":
+            return
+        for name in EDGE_SINGLE:
+            value = getattr(self, name)
+            if value is not None and value > 1:
+                raise InvalidInput(
+                    f"store option {name}={value} needs a Qdrant server or cluster (a url); the embedded "
+                    "edge store is one shard on one node, so only 1 is accepted"
+                )
 
     @property
     def effective_exact_count_limit(self) -> int:

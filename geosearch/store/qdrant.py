@@ -9,14 +9,20 @@ process may be ingesting larger footprints. Scene records live in a sibling `sce
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
+import httpx
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from geosearch.errors import ModelMismatch, NotFound, StoreError, StoreLocked
 from geosearch.store.base import ChipStore, UpsertRow
@@ -25,9 +31,78 @@ from geosearch.store.geo import CELL_LEVELS_META
 from geosearch.store.options import INT8_QUANTILE, StoreOptions
 from geosearch.store.params import search_params
 from geosearch.store.records import Row, Where, record_row
+from geosearch.store.states import HIDDEN_STATES, STATE_KEY, hidden_of
 
-_BATCH = 256
+log = logging.getLogger(__name__)
+
+UPSERT_BATCH = 256
+"""Points per upsert request: bounds a request's size (256 x 512-d float32 is ~0.5 MB of vectors plus
+payloads), and so what one failed attempt costs to resend."""
 _DATATYPES = {"float16": qm.Datatype.FLOAT16, "float32": qm.Datatype.FLOAT32}
+_T = TypeVar("_T")
+
+
+def batches(rows: Sequence[_T], size: int) -> list[Sequence[_T]]:
+    """`rows` in consecutive slices of at most `size` (the last may be shorter), in order."""
+    if size < 1:
+        raise ValueError(f"batch size must be at least 1, got {size}")
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a failed request may succeed if sent again: the connection failed or timed out
+    (qdrant-client's `ResponseHandlingException`, httpx transport errors, OS connection errors), or the
+    server answered 429 (rate limited) or 5xx (overloaded, a shard moving or a replica down). Other
+    answers (400 bad request, 404 no collection, 401/403) fail the same way every time."""
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code is not None and (exc.status_code == 429 or 500 <= exc.status_code < 600)
+    return isinstance(exc, ResponseHandlingException | httpx.TransportError | ConnectionError | TimeoutError)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Retry a request on transient errors (see `transient`) with exponential backoff: attempt k
+    (k = 1..attempts-1) that fails is followed by a pause of min(cap, base x 2^(k-1)) seconds; after
+    `attempts` failures, or at the first non-transient error, a StoreError with the reason. Only for
+    idempotent requests (an upsert of fixed ids is: resending one that did land rewrites the same points)."""
+
+    attempts: int = 5
+    base: float = 0.5
+    cap: float = 8.0
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+
+    def delays(self) -> list[float]:
+        """The pauses between attempts, in order (attempts - 1 of them)."""
+        return [min(self.cap, self.base * 2.0**k) for k in range(self.attempts - 1)]
+
+    def run(self, request: Callable[[], _T], what: str) -> _T:
+        """`request()`'s result.
+
+        Raises:
+            StoreError: a non-transient error, or `attempts` transient ones; names `what` and the reason.
+        """
+        pauses = self.delays()
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return request()
+            except Exception as e:
+                reason = f"{type(e).__name__}: {e}"
+                if not transient(e):
+                    raise StoreError(f"{what} failed: {reason}") from e
+                if attempt == self.attempts:
+                    raise StoreError(
+                        f"{what} failed after {attempt} attempts (transient errors); last: {reason}"
+                    ) from e
+                log.warning(
+                    "%s failed (attempt %d of %d), retrying in %.1f s: %s",
+                    what,
+                    attempt,
+                    self.attempts,
+                    pauses[attempt - 1],
+                    reason,
+                )
+                self.sleep(pauses[attempt - 1])
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _index(kind: str) -> qm.PayloadSchemaType | qm.IntegerIndexParams:
@@ -71,6 +146,8 @@ def _qdrant_filter(where: Where) -> qm.Filter | None:
         must.append(qm.FieldCondition(key="cell", match=qm.MatchAny(any=list(where.cells))))
     if where.gsd is not None:
         must.append(qm.FieldCondition(key="gsd", range=qm.Range(gte=where.gsd[0], lte=where.gsd[1])))
+    if where.hide:
+        must_not.append(qm.FieldCondition(key="scene_id", match=qm.MatchAny(any=list(where.hide))))
     return qm.Filter(must=must or None, must_not=must_not or None)
 
 
@@ -95,6 +172,8 @@ class QdrantStore(ChipStore):
         self.location = url or path or ":memory:"
         self._lock = threading.RLock()  # local mode evaluates in Python and is not thread-safe
         self.local = url is None
+        self.retry = Retry()
+        """Retry policy of upserts (only a server fails transiently)."""
         try:
             if url is not None:
                 self.client = QdrantClient(url=url, api_key=api_key, timeout=options.timeout)
@@ -161,8 +240,7 @@ class QdrantStore(ChipStore):
             hnsw_config=qm.HnswConfigDiff(
                 m=opts.hnsw_m, ef_construct=opts.ef_construct, full_scan_threshold=opts.full_scan_threshold_kb
             ),
-            shard_number=opts.shard_number,
-            replication_factor=opts.replication_factor,
+            **self._cluster_kwargs(),
             metadata=meta.to_dict(),
         )
         if not self.local:  # local mode ignores payload indexes (and warns)
@@ -171,13 +249,25 @@ class QdrantStore(ChipStore):
         self._create_scenes()
         return meta
 
+    def _cluster_kwargs(self) -> dict[str, Any]:
+        """`create_collection` arguments of the cluster options, for the chips and scenes collections alike
+        (None leaves a setting to the server's default)."""
+        opts = self.options
+        return {
+            "shard_number": opts.shard_number,
+            "replication_factor": opts.replication_factor,
+            "write_consistency_factor": opts.write_consistency_factor,
+            "on_disk_payload": opts.on_disk_payload,
+        }
+
     def _create_scenes(self) -> None:
         self.client.create_collection(
             self.scenes_collection,
             vectors_config=qm.VectorParams(size=1, distance=qm.Distance.DOT),
-            shard_number=self.options.shard_number,
-            replication_factor=self.options.replication_factor,
+            **self._cluster_kwargs(),
         )
+        if not self.local:  # every read asks for the unfinished scenes (see `_scenes_hidden`)
+            self.client.create_payload_index(self.scenes_collection, STATE_KEY, qm.PayloadSchemaType.KEYWORD, wait=True)
 
     def _read_meta(self) -> Meta:
         raw = self.client.get_collection(self.collection).config.metadata or {}
@@ -204,14 +294,19 @@ class QdrantStore(ChipStore):
             self.meta = current
 
     def _upsert_rows(self, rows: list[UpsertRow]) -> None:
-        for i in range(0, len(rows), _BATCH):
-            points = [qm.PointStruct(id=pid, vector=vec, payload=p) for pid, vec, p in rows[i : i + _BATCH]]
+        """In batches of `UPSERT_BATCH`, each retried on transient errors (`self.retry`); a batch that
+        still fails raises StoreError, leaving the batches before it written."""
+        done = 0
+        for batch in batches(rows, UPSERT_BATCH):
+            points = [qm.PointStruct(id=pid, vector=vec, payload=p) for pid, vec, p in batch]
+            what = f"upsert of points {done}..{done + len(batch) - 1} of {len(rows)} to Qdrant at {self.location}"
             with self._errors():
-                self.client.upsert(self.collection, points=points, wait=True)
+                self.retry.run(partial(self.client.upsert, self.collection, points=points, wait=True), what)
+            done += len(batch)
 
     def _query(self, vector: list[float], where: Where, limit: int, exact: bool) -> list[Row]:
         flt = _qdrant_filter(where)
-        params = search_params(qm, self.options, exact=exact, filtered=flt is not None)
+        params = search_params(qm, self.options, exact=exact, filtered=where.selective)
         with self._errors():
             res = self.client.query_points(
                 self.collection,
@@ -276,6 +371,24 @@ class QdrantStore(ChipStore):
             out.extend(dict(r.payload) for r in records if r.payload is not None)
             if offset is None:
                 return out
+
+    def _scenes_hidden(self) -> dict[str, str]:
+        """Read from the server on every call: another process may be ingesting or deleting."""
+        flt = qm.Filter(must=[qm.FieldCondition(key=STATE_KEY, match=qm.MatchAny(any=list(HIDDEN_STATES)))])
+        out: list[dict[str, Any]] = []
+        offset: Any = None
+        while True:
+            with self._errors():
+                records, offset = self.client.scroll(
+                    self.scenes_collection,
+                    scroll_filter=flt,
+                    limit=1000,
+                    offset=offset,
+                    with_payload=["id", STATE_KEY],
+                )
+            out.extend(dict(r.payload) for r in records if r.payload is not None)
+            if offset is None:
+                return hidden_of(out)
 
     def _scene_delete(self, point_id: str) -> None:
         with self._errors():

@@ -38,8 +38,9 @@ class Hit:
 @dataclass(frozen=True)
 class Where:
     """Backend-neutral filter: centre boxes (OR-ed, each west <= east), scene, datetime, chip gsd range
-    (metres per pixel, inclusive, None for an open end), excluded ids, and the grid cells covering the
-    boxes (a superset condition that lets the engine walk fewer points)."""
+    (metres per pixel, inclusive, None for an open end), excluded ids, the grid cells covering the
+    boxes (a superset condition that lets the engine walk fewer points), and the scenes whose chips
+    are hidden (unfinished: being ingested or deleted, see `store.states`)."""
 
     boxes: tuple[BBox, ...] = ()
     scene: str | None = None
@@ -47,10 +48,17 @@ class Where:
     exclude: tuple[str, ...] = ()
     cells: tuple[int, ...] = ()
     gsd: tuple[float | None, float | None] | None = None
+    hide: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
-        return not (
+        return not (self.selective or self.hide)
+
+    @property
+    def selective(self) -> bool:
+        """Whether a condition other than `hide` is set: hiding the few unfinished scenes keeps nearly
+        every point, so it neither makes a search selective (planner) nor calls for ACORN."""
+        return bool(
             self.boxes
             or self.scene is not None
             or self.interval is not None
