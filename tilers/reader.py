@@ -11,7 +11,7 @@ import math
 import os
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
@@ -675,14 +675,7 @@ def render_chip(payload: ChipPayload) -> NDArray[np.uint8]:
     if payload.chip_size < 1 or payload.window.width < 1 or payload.window.height < 1:
         raise SceneError(f"payload for {path} has an empty window or chip size")
     with _open(path) as ds:
-        bands = list(payload.bands)
-        if len(bands) != 3 or not all(1 <= b <= ds.count for b in bands):
-            raise SceneError(f"payload bands {bands} do not fit {path} ({ds.count} bands)")
-        try:
-            pixels, _ = read_window(ds, payload.window, bands, payload.chip_size, payload.stretch)
-        except (RasterioError, OSError) as exc:
-            raise SceneError(f"cannot read window {payload.window} of {path}: {exc}") from exc
-        return pixels
+        return _payload_pixels(ds, payload, str(path), str)
 
 
 def _render_remote(payload: ChipPayload) -> NDArray[np.uint8]:
@@ -692,11 +685,18 @@ def _render_remote(payload: ChipPayload) -> NDArray[np.uint8]:
     with remote_gdal_env(), _open(path) as ds:
         if remote_scene_id(href, None, _structure(ds)) != payload.scene_id:
             raise SceneError(f"source scene {href} changed since it was ingested (ETag, size or time differs)")
-        bands = list(payload.bands)
-        if len(bands) != 3 or not all(1 <= b <= ds.count for b in bands):
-            raise SceneError(f"payload bands {bands} do not fit {href} ({ds.count} bands)")
-        try:
-            pixels, _ = read_window(ds, payload.window, bands, payload.chip_size, payload.stretch)
-        except (RasterioError, OSError) as exc:
-            raise SceneError(f"cannot read window {payload.window} of {href}: {_gdal_detail(exc, path)}") from exc
-        return pixels
+        return _payload_pixels(ds, payload, href, lambda exc: _gdal_detail(exc, path))
+
+
+def _payload_pixels(
+    ds: Any, payload: ChipPayload, name: str, detail: Callable[[BaseException], str]
+) -> NDArray[np.uint8]:
+    """The chip's pixels from an open scene, with the bands and stretch its payload records."""
+    bands = list(payload.bands)
+    if len(bands) != 3 or not all(1 <= b <= ds.count for b in bands):
+        raise SceneError(f"payload bands {bands} do not fit {name} ({ds.count} bands)")
+    try:
+        pixels, _ = read_window(ds, payload.window, bands, payload.chip_size, payload.stretch)
+    except (RasterioError, OSError) as exc:
+        raise SceneError(f"cannot read window {payload.window} of {name}: {detail(exc)}") from exc
+    return pixels
