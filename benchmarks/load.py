@@ -155,7 +155,7 @@ def growth(calls: list[dict[str, Any]]) -> dict[str, Any]:
 
 # ---- the server ---------------------------------------------------------------------------------
 def server_env() -> dict[str, str]:
-    """This environment without deployment settings (rate limit, keys, store, Qdrant url ...)."""
+    """This environment without deployment configuration (rate limit, keys, store, Qdrant url ...)."""
     return {k: v for k, v in os.environ.items() if not k.startswith(("GEOSEARCH_", "QDRANT_"))}
 
 

@@ -40,7 +40,7 @@ MiB = 1024 * 1024
 
 
 def cli_env() -> dict[str, str]:
-    """The environment of a user's shell, without settings that would change what is measured."""
+    """The environment of a user's shell, without variables that would change what is measured."""
     env = dict(os.environ)
     for key in ("QDRANT_URL", "GEOSEARCH_STORE", "GDAL_CACHEMAX", "OMP_WAIT_POLICY"):
         env.pop(key, None)

@@ -37,20 +37,20 @@ class GeoSearchMount(InitPluginProtocol):
         from geosearch.api.limits import Worker
         from geosearch.api.ogc import make_ogc_router
         from geosearch.api.routes import make_router
-        from geosearch.api.security import ApiSettings
+        from geosearch.api.security import ApiPolicy
         from geosearch.api.tiles import make_tiles_router
         from geosearch.api.web import make_map_router
 
-        settings = ApiSettings.from_config(self.config or Config.from_env())
-        worker = Worker(settings.request_timeout)  # one pool of bounded threads for all the routers
-        app_config.route_handlers.append(make_router(self.path, settings, worker))
-        app_config.route_handlers.append(make_tiles_router(self.path, settings, worker))  # web map tiles
-        app_config.route_handlers.append(make_map_router(self.path, settings))  # the web map at /map
+        policy = ApiPolicy.from_config(self.config or Config.from_env())
+        worker = Worker(policy.request_timeout)  # one pool of bounded threads for all the routers
+        app_config.route_handlers.append(make_router(self.path, policy, worker))
+        app_config.route_handlers.append(make_tiles_router(self.path, policy, worker))  # web map tiles
+        app_config.route_handlers.append(make_map_router(self.path, policy))  # the web map at /map
         ogc_path = self.path.rstrip("/") + "/ogc"
-        app_config.route_handlers.append(make_ogc_router(ogc_path, settings, worker))  # OGC API Features
+        app_config.route_handlers.append(make_ogc_router(ogc_path, policy, worker))  # OGC API Features
         app_config.exception_handlers.setdefault(GeoSearchError, handle_geosearch_error)
         if app_config.cors_config is None:
-            app_config.cors_config = settings.cors_config()
+            app_config.cors_config = policy.cors_config()
         app_config.on_startup.append(self._startup)
         app_config.on_shutdown.append(self._shutdown)
         return app_config

@@ -47,7 +47,7 @@ from geosearch.api.ogc_docs import (
 from geosearch.api.ogc_items import ItemsPage, ItemsQuery, select_items
 from geosearch.api.ogc_params import FORMAT_PARAMS, ITEMS_PARAMS, Format, format_dependency, items_query
 from geosearch.api.routes import provide_engine
-from geosearch.api.security import ApiSettings, router_options
+from geosearch.api.security import ApiPolicy, router_options
 from geosearch.engine import Engine
 from geosearch.errors import NotFound
 
@@ -228,9 +228,9 @@ def get_item(
     return _respond(fmt, doc, GEOJSON, lambda: html.item_html(doc, urls.landing))
 
 
-def make_ogc_router(path: str = "/ogc", settings: ApiSettings | None = None, worker: Worker | None = None) -> Router:
+def make_ogc_router(path: str = "/ogc", policy: ApiPolicy | None = None, worker: Worker | None = None) -> Router:
     """The OGC API – Features routes under `path` (the landing page is `path` itself)."""
-    options = router_options(settings, worker)
+    options = router_options(policy, worker)
     options["dependencies"]["engine"] = Provide(provide_engine, sync_to_thread=False)
     return Router(
         path=path or "/",

@@ -14,7 +14,7 @@ from litestar.params import Body
 from geosearch.api.errors import error_responses
 from geosearch.api.limits import ChipFileParam, SceneIdParam, Worker, check_scene_id
 from geosearch.api.params import captions_query, search_query, search_request_query
-from geosearch.api.security import READ_ONLY, ApiSettings, router_options
+from geosearch.api.security import READ_ONLY, ApiPolicy, router_options
 from geosearch.engine import Engine
 from geosearch.errors import InvalidInput, NotFound
 from geosearch.geojson import feature_collection
@@ -163,8 +163,8 @@ def _encode(params: dict[str, str]) -> str:
     return urlencode(params)
 
 
-def make_router(path: str = "/", settings: ApiSettings | None = None, worker: Worker | None = None) -> Router:
-    options = router_options(settings, worker)
+def make_router(path: str = "/", policy: ApiPolicy | None = None, worker: Worker | None = None) -> Router:
+    options = router_options(policy, worker)
     options["dependencies"]["engine"] = Provide(provide_engine, sync_to_thread=False)
     return Router(
         path=path or "/",

@@ -43,7 +43,7 @@ LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost
 
 
 @dataclass(frozen=True)
-class ApiSettings:
+class ApiPolicy:
     """The HTTP-facing part of `Config`, as the mount applies it."""
 
     api_key: str | None = None
@@ -53,7 +53,7 @@ class ApiSettings:
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
 
     @classmethod
-    def from_config(cls, config: Config) -> ApiSettings:
+    def from_config(cls, config: Config) -> ApiPolicy:
         return cls(
             api_key=config.api_key,
             rate_limit=config.rate_limit,
@@ -104,7 +104,7 @@ class ApiSettings:
         )
 
 
-def router_options(settings: ApiSettings | None = None, worker: Worker | None = None) -> dict[str, Any]:
+def router_options(policy: ApiPolicy | None = None, worker: Worker | None = None) -> dict[str, Any]:
     """Keyword arguments of every geosearch `Router`: the write guard, the rate limiter, the body size
     limit, the translation of Litestar's refusals to the error table, and the bounded `worker`."""
     from litestar.di import Provide
@@ -112,11 +112,11 @@ def router_options(settings: ApiSettings | None = None, worker: Worker | None = 
 
     from geosearch.api.errors import handle_http_exception
 
-    settings = settings or ApiSettings()
-    worker = worker or Worker(settings.request_timeout)
+    policy = policy or ApiPolicy()
+    worker = worker or Worker(policy.request_timeout)
     return {
-        "guards": [settings.guard()],
-        "middleware": settings.rate_limit_middleware(),
+        "guards": [policy.guard()],
+        "middleware": policy.rate_limit_middleware(),
         "request_max_body_size": MAX_BODY_BYTES,
         "exception_handlers": {HTTPException: handle_http_exception},
         "dependencies": {"worker": Provide(lambda: worker, sync_to_thread=False)},
@@ -167,4 +167,4 @@ def serve_config(config: Config, host: str, *, insecure: bool = False) -> Config
     return config
 
 
-__all__ = ["READ_ONLY", "ApiSettings", "is_loopback", "presented_key", "router_options", "serve_config"]
+__all__ = ["READ_ONLY", "ApiPolicy", "is_loopback", "presented_key", "router_options", "serve_config"]

@@ -22,7 +22,7 @@ from litestar.params import Parameter
 from geosearch.api.errors import error_responses
 from geosearch.api.limits import SceneIdParam, Worker, check_scene_id, optional_text
 from geosearch.api.routes import provide_engine
-from geosearch.api.security import ApiSettings, router_options
+from geosearch.api.security import ApiPolicy, router_options
 from geosearch.engine import Engine
 from geosearch.maptiles import (
     MAX_LIMIT,
@@ -129,9 +129,9 @@ def scene_tilejson(engine: Engine, request: Request[Any, Any, Any], scene_id: Sc
     return scene_document(engine, scene_id, url)
 
 
-def make_tiles_router(path: str = "/", settings: ApiSettings | None = None, worker: Worker | None = None) -> Router:
+def make_tiles_router(path: str = "/", policy: ApiPolicy | None = None, worker: Worker | None = None) -> Router:
     """The tile routes under `path` (the API's mount path)."""
-    options = router_options(settings, worker)
+    options = router_options(policy, worker)
     options["dependencies"]["engine"] = Provide(provide_engine, sync_to_thread=False)
     return Router(
         path=path or "/",

@@ -27,7 +27,7 @@ from litestar.datastructures import CacheControlHeader
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 
-from geosearch.api.security import ApiSettings, router_options
+from geosearch.api.security import ApiPolicy, router_options
 
 WEB_DIR = Path(str(files("geosearch") / "web"))
 """The page's folder, installed as package data (`geosearch.web`)."""
@@ -58,7 +58,7 @@ def render_page(flags: dict[str, bool]) -> str:
     return html.replace(CONFIG_PLACEHOLDER, config)
 
 
-def make_map_router(path: str = "/", settings: ApiSettings | None = None) -> Router:
+def make_map_router(path: str = "/", policy: ApiPolicy | None = None) -> Router:
     """A Router serving `/map` and `/map/static/*` under `path` (the same path as the API's router)."""
     prefix = _prefix(path)
 
@@ -79,7 +79,7 @@ def make_map_router(path: str = "/", settings: ApiSettings | None = None) -> Rou
         cache_control=CacheControlHeader(no_cache=True),
         include_in_schema=False,
     )
-    options = router_options(settings)
+    options = router_options(policy)
     del options["dependencies"]  # the page runs no model: no worker
     return Router(path=path or "/", route_handlers=[map_page, static], include_in_schema=False, **options)
 

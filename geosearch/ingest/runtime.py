@@ -5,7 +5,7 @@
   model's OpenMP threads spin between operators, and on a few cores the reader, at a lower priority,
   starves. OpenMP reads it when torch loads, so it only takes effect if called before that.
 - `ingest_runtime(options)`, around a run: GDAL's block cache bounded to `gdal_cache_mb`, GDAL's HTTP
-  settings for remote scenes (`REMOTE_GDAL_CONFIG`), the short GIL switch interval, and, when the run
+  config options for remote scenes (`REMOTE_GDAL_CONFIG`), the short GIL switch interval, and, when the run
   ends, freed heap memory handed back to the OS.
 - `lower_thread_priority`: the niceness of the read and write threads (see `threads`).
 """
@@ -53,7 +53,7 @@ def gdal_cache_bytes() -> int | None:
 
 
 def remote_env() -> AbstractContextManager[object]:
-    """GDAL's settings for remote scenes (`sources.remote.REMOTE_GDAL_CONFIG`) for the whole run; the reader
+    """GDAL's config options for remote scenes (`sources.remote.REMOTE_GDAL_CONFIG`) for the whole run; the reader
     also applies them around each remote open, so `open_scene` and `render_chip` get them outside a run."""
     return remote_gdal_env()
 
@@ -73,7 +73,7 @@ def gil_switch_interval(seconds: float | None) -> Iterator[None]:
 @contextmanager
 def ingest_runtime(options: IngestOptions) -> Iterator[None]:
     """The environment of one run (planning included): GDAL cache and GIL switch interval inside the
-    block, the caller's settings after it, and freed heap memory returned to the OS at the end."""
+    block, the caller's values after it, and freed heap memory returned to the OS at the end."""
     try:
         with gdal_env(options.gdal_cache_mb), remote_env(), gil_switch_interval(options.gil_switch_interval):
             yield

@@ -35,7 +35,7 @@ REMOTE_GDAL_CONFIG: dict[str, str] = {
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF,.vrt,.jp2,.img,.ovr,.msk",
     "VSI_CACHE": "TRUE",
 }
-"""GDAL's settings for scenes read in place over HTTP (/vsicurl/, /vsis3/ ...): retry transient failures
+"""GDAL's config options for scenes read in place over HTTP (/vsicurl/, /vsis3/ ...): retry transient failures
 (429, 5xx) 3 times 1 s apart, merge adjacent tile reads into one range request, never list the remote
 "folder" for sidecar files (one request per open instead of many), try only raster-looking URLs, and cache
 the bytes read per file. Credentials are GDAL's own (AWS_*, GS_*, AZURE_*, GDAL_HTTP_HEADERS ...)."""
